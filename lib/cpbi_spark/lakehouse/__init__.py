@@ -1,0 +1,17 @@
+"""Delta tables behind one interface: engines (delta-rs, delta-spark), merge specs, the Lakehouse facade."""
+
+from cpbi_spark.lakehouse.catalog import Lakehouse, declared_schema
+from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.merge_spec import MatchedClause, MergeSpec, NotMatchedBySourceClause, NotMatchedClause
+
+__all__ = [
+    "Lakehouse",
+    "declared_schema",
+    "CommitInfo",
+    "HistoryEntry",
+    "MatchedClause",
+    "MergeSpec",
+    "NotMatchedBySourceClause",
+    "NotMatchedClause",
+    "TableEngine",
+]

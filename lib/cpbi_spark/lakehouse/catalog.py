@@ -1,0 +1,142 @@
+"""The Lakehouse facade: tables by logical name, with their declared schema, on one engine.
+
+This is the only place where jobs read and write tables. It resolves a logical name
+(``dim_customer``) to its path (``<root>/silver/customer_purchase_behavior_insights_dim_customer``),
+conforms a DataFrame to the columns and types declared in ``conf/base/tables.yaml``, creates
+missing tables, and keeps a log of every commit of the run (for lineage and the run summary).
+
+Example:
+    >>> lake = Lakehouse(spark, load_config())              # doctest: +SKIP
+    >>> lake.merge("dim_customer", changes, MergeSpec.upsert(["customer_sk"]))  # doctest: +SKIP
+    >>> lake.read("dim_customer").count()                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cpbi_spark.errors import TableError, TableNotFound
+from cpbi_spark.lakehouse.select import make_engine
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from cpbi_spark.config import CpbiConfig
+    from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+    from cpbi_spark.lakehouse.merge_spec import MergeSpec
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """One commit made through the facade during this process (for lineage and summaries)."""
+
+    table: str
+    info: CommitInfo
+
+
+def declared_schema(columns: dict[str, str]) -> StructType:
+    """Spark schema from a ``{column: "sql type"}`` mapping, in declaration order."""
+    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+    return StructType([StructField(name, _parse_datatype_string(sql_type), True)
+                       for name, sql_type in columns.items()])
+
+
+class Lakehouse:
+    """Named Delta tables of one configuration on one engine."""
+
+    def __init__(self, spark: SparkSession, config: CpbiConfig, engine: TableEngine | None = None):
+        self.spark = spark
+        self.config = config
+        self.engine = engine or make_engine(spark, config.engine)
+        self.commits: list[CommitRecord] = []
+
+    # ------------------------------------------------------------------ names
+    def path(self, name: str) -> str:
+        return self.config.table_path(name)
+
+    def schema(self, name: str) -> StructType | None:
+        """The declared schema, or None for a bronze table stored "as received"."""
+        columns = self.config.table(name).columns
+        return declared_schema(columns) if columns else None
+
+    def exists(self, name: str) -> bool:
+        return self.engine.exists(self.path(name))
+
+    def ensure(self, name: str) -> None:
+        """Create the table empty with its declared schema when it does not exist yet."""
+        schema = self.schema(name)
+        if schema is None:
+            raise TableError(f"table {name} has no declared columns; it is created by its first append")
+        if not self.exists(name):
+            self._record(name, self.engine.create(self.path(name), schema,
+                                                  description=self.config.table(name).description))
+
+    # ------------------------------------------------------------------ reads
+    def read(self, name: str, *, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
+        path = self.path(name)
+        if not self.engine.exists(path):
+            raise TableNotFound(f"table {name} does not exist yet at {path}; run the stage that writes it")
+        return self.engine.read(path, version=version, timestamp=timestamp)
+
+    def read_or_empty(self, name: str) -> DataFrame:
+        """The table, or an empty frame of its declared schema when it was never written."""
+        if self.exists(name):
+            return self.read(name)
+        schema = self.schema(name)
+        if schema is None:
+            raise TableNotFound(f"table {name} does not exist yet")
+        return self.spark.createDataFrame([], schema)
+
+    def version(self, name: str) -> int:
+        return self.engine.version(self.path(name))
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        return self.engine.history(self.path(name))
+
+    # ------------------------------------------------------------------ writes
+    def conform(self, name: str, df: DataFrame) -> DataFrame:
+        """Select the declared columns in order, cast to the declared types; name what is missing."""
+        from pyspark.sql import functions as F
+
+        schema = self.schema(name)
+        if schema is None:
+            return df
+        missing = [f.name for f in schema.fields if f.name not in df.columns]
+        extra = [c for c in df.columns if c not in schema.fieldNames()]
+        if missing or extra:
+            raise TableError(f"table {name}: frame does not fit the declared columns"
+                             + (f"; missing {missing}" if missing else "")
+                             + (f"; not declared {extra}" if extra else ""))
+        return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema.fields])
+
+    def _record(self, name: str, info: CommitInfo) -> CommitInfo:
+        if info.changed:
+            self.commits.append(CommitRecord(name, info))
+        return info
+
+    def append(self, name: str, df: DataFrame, *, app_id: str | None = None,
+               app_version: int | None = None) -> CommitInfo:
+        if self.schema(name) is not None:
+            self.ensure(name)
+        return self._record(name, self.engine.append(self.conform(name, df), self.path(name),
+                                                     app_id=app_id, app_version=app_version))
+
+    def overwrite(self, name: str, df: DataFrame, *, predicate: str | None = None) -> CommitInfo:
+        if self.schema(name) is not None:
+            self.ensure(name)
+        return self._record(name, self.engine.overwrite(self.conform(name, df), self.path(name),
+                                                        predicate=predicate))
+
+    def merge(self, name: str, df: DataFrame, spec: MergeSpec) -> CommitInfo:
+        self.ensure(name)
+        return self._record(name, self.engine.merge(df, self.path(name), spec))
+
+    def delete(self, name: str, predicate: str) -> CommitInfo:
+        return self._record(name, self.engine.delete(self.path(name), predicate))
+
+    def app_version(self, name: str, app_id: str) -> int | None:
+        return self.engine.app_version(self.path(name), app_id)

@@ -1,0 +1,398 @@
+"""delta-rs backend: Spark computes and writes the parquet files, delta-rs commits the log.
+
+No table data passes through the driver: Spark's executors write every data file under
+the table folder (``<table>/<write-id>/part-*.parquet``), then the driver reads only the
+files' footers (row counts) and commits add/remove actions through delta-rs's transaction
+API. MERGE, DELETE and predicate overwrites are computed in Spark over the files that hold
+affected rows only, and committed as one atomic remove+add transaction, so an interrupted
+job leaves the table at its last committed version (the uncommitted files are orphans
+that :meth:`vacuum` removes).
+
+Protocol used: reader 1 / writer 2 (no deletion vectors, no column mapping), the features
+every Delta reader supports, so delta-spark can read and write these tables too.
+
+Example:
+    >>> engine = DeltaRsEngine(spark)                          # doctest: +SKIP
+    >>> engine.merge(updates, "/lake/silver/dim_x", MergeSpec.upsert(["id"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from cpbi_spark.errors import CommitConflict, TableError, TableNotFound
+from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.merge_spec import MergeSpec
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import StructType
+
+_FILE = "_cpbi_file"
+_ROW = "_cpbi_row"
+_T_PRESENT = "_cpbi_t"
+_S_PRESENT = "_cpbi_s"
+_ACTION = "_cpbi_action"
+
+
+def _norm(uri: str) -> str:
+    """Normalise a file URI so Spark's ``file:/x`` and delta-rs's ``/x`` compare equal."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path).replace("//", "/")
+    return f"{parsed.netloc}{unquote(parsed.path)}"
+
+
+def _spark_uri(uri: str) -> str:
+    """Spark's Hadoop filesystems name S3 ``s3a``; delta-rs names it ``s3``."""
+    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
+
+
+def _add_actions(dt: DeltaTable) -> list[dict]:
+    """The live files of the snapshot (path, size_bytes, ...) as plain dicts."""
+    import pyarrow as pa
+
+    return pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeltaRsEngine(TableEngine):
+    """Delta tables written by Spark and committed with delta-rs (the embedded default)."""
+
+    name = "delta-rs"
+
+    # ---------------------------------------------------------------- metadata
+    def _table(self, path: str, version: int | None = None) -> DeltaTable:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(path, version=version)
+        except TableNotFoundError as exc:
+            raise TableNotFound(f"no Delta table at {path}") from exc
+        except Exception as exc:  # delta-rs raises plain errors for a missing version
+            if "version" in str(exc).lower() and version is not None:
+                raise TableError(f"{path}: version {version} cannot be read: {exc}") from exc
+            raise
+
+    def exists(self, path: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(path)
+
+    @staticmethod
+    def _spark_schema(dt: DeltaTable) -> StructType:
+        from pyspark.sql.types import StructType
+
+        # Delta's schema JSON is Spark's StructType JSON, so no type mapping is needed.
+        return StructType.fromJson(json.loads(dt.schema().to_json()))
+
+    def schema(self, path: str) -> StructType:
+        return self._spark_schema(self._table(path))
+
+    def version(self, path: str) -> int:
+        return self._table(path).version()
+
+    def create(self, path: str, schema: StructType, *, description: str | None = None) -> CommitInfo:
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        if self.exists(path):
+            self._check_schema(self.schema(path), schema, path)
+            return CommitInfo(None, "CREATE")
+        create_table_with_add_actions(
+            path, Schema.from_json(schema.json()), [], mode="error", description=description
+        )
+        return CommitInfo(0, "CREATE")
+
+    # ---------------------------------------------------------------- reads
+    def read(self, path: str, *, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
+        dt = self._table(path, version)
+        if timestamp is not None:
+            try:
+                dt.load_as_version(timestamp)
+            except Exception as exc:
+                raise TableError(f"{path}: no version as of {timestamp.isoformat()}: {exc}") from exc
+        return self._read_files(dt.file_uris(), self._spark_schema(dt))
+
+    def _read_files(self, uris: list[str], schema: StructType, *, with_position: bool = False) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        if not uris:
+            df = self.spark.createDataFrame([], schema)
+            if with_position:
+                df = df.withColumn(_FILE, F.lit(None).cast("string")).withColumn(
+                    _ROW, F.lit(None).cast("long"))
+            return df
+        reader = self.spark.read.schema(schema).parquet(*[_spark_uri(u) for u in uris])
+        if with_position:
+            reader = reader.select("*", F.col("_metadata.file_path").alias(_FILE),
+                                   F.col("_metadata.row_index").alias(_ROW))
+        return reader
+
+    def history(self, path: str) -> list[HistoryEntry]:
+        out = []
+        for h in self._table(path).history():
+            out.append(HistoryEntry(
+                version=int(h["version"]),
+                timestamp=datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc),
+                operation=str(h.get("cpbi.operation") or h.get("operation")),
+                parameters={k: v for k, v in h.items() if k.startswith("cpbi.") or k == "operationParameters"},
+                app_id=h.get("cpbi.app_id"),
+            ))
+        return out
+
+    def app_version(self, path: str, app_id: str) -> int | None:
+        if not self.exists(path):
+            return None
+        return self._table(path).transaction_version(app_id)
+
+    # ---------------------------------------------------------------- writes
+    @staticmethod
+    def _check_schema(table: StructType, incoming: StructType, path: str) -> None:
+        want = {f.name: f.dataType.simpleString() for f in table.fields}
+        got = {f.name: f.dataType.simpleString() for f in incoming.fields}
+        problems = [f"missing column {c} ({t})" for c, t in want.items() if c not in got]
+        problems += [f"unexpected column {c} ({t})" for c, t in got.items() if c not in want]
+        problems += [f"column {c} is {got[c]}, table has {t}" for c, t in want.items()
+                     if c in got and got[c] != t]
+        if problems:
+            raise TableError(f"{path}: schema does not match the table: " + "; ".join(problems))
+
+    def _write_files(self, df: DataFrame, path: str, *, data_change: bool = True) -> list:
+        """Let Spark's executors write ``df`` under the table folder; return add actions."""
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+        from pyarrow import fs as pafs
+
+        write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        out = f"{path.rstrip('/')}/{write_id}"
+        df.write.mode("errorifexists").parquet(_spark_uri(out))
+        filesystem, base = pafs.FileSystem.from_uri(out if "://" in out else f"file://{out}")
+        actions = []
+        for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
+            name = info.path.rsplit("/", 1)[-1]
+            if info.type != pafs.FileType.File:
+                continue
+            if not name.endswith(".parquet"):
+                filesystem.delete_file(info.path)  # _SUCCESS markers and .crc checksums
+                continue
+            with filesystem.open_input_file(info.path) as fh:
+                rows = pq.read_metadata(fh).num_rows
+            if rows == 0:  # Spark writes a schema-only file for an empty frame
+                filesystem.delete_file(info.path)
+                continue
+            rel = f"{write_id}/{info.path[len(base):].lstrip('/')}"
+            actions.append(AddAction(rel, info.size, {}, int(info.mtime.timestamp() * 1000),
+                                     data_change, json.dumps({"numRecords": rows})))
+        return actions
+
+    def _commit(self, dt: DeltaTable, actions: list, mode: str, operation: str, *,
+                metrics: dict[str, int] | None = None, app_id: str | None = None,
+                app_version: int | None = None) -> CommitInfo:
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction, CommitProperties, Transaction
+
+        custom = {"cpbi.operation": operation}
+        custom.update({f"cpbi.{k}": v for k, v in (metrics or {}).items()})
+        txns = None
+        if app_id is not None:
+            custom["cpbi.app_id"] = app_id
+            txns = [Transaction(app_id, int(app_version or 0), _now_ms())]
+        props = CommitProperties(custom_metadata=custom, max_commit_retries=3, app_transactions=txns)
+        try:
+            dt.create_write_transaction(actions, mode=mode, schema=dt.schema(), commit_properties=props)
+        except CommitFailedError as exc:
+            raise CommitConflict(f"{dt.table_uri}: {operation} lost against a concurrent commit: {exc}") from exc
+        dt.update_incremental()
+        adds = sum(isinstance(a, AddAction) for a in actions)
+        return CommitInfo(dt.version(), operation, adds, len(actions) - adds, dict(metrics or {}))
+
+    def _ensure_table(self, df: DataFrame, path: str) -> DeltaTable:
+        if not self.exists(path):
+            self.create(path, df.schema)
+        dt = self._table(path)
+        self._check_schema(self._spark_schema(dt), df.schema, path)
+        return dt
+
+    def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
+               app_version: int | None = None) -> CommitInfo:
+        dt = self._ensure_table(df, path)
+        if app_id is not None and (dt.transaction_version(app_id) or -1) >= int(app_version or 0):
+            return CommitInfo(None, "APPEND")  # this batch was committed before: idempotent rerun
+        adds = self._write_files(df, path)
+        if not adds and app_id is None:
+            return CommitInfo(None, "APPEND")
+        rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
+        return self._commit(dt, adds, "append", "APPEND", metrics={"num_inserted": rows},
+                            app_id=app_id, app_version=app_version)
+
+    def _remove_actions(self, dt: DeltaTable, uris: list[str]) -> list:
+        from deltalake.transaction import RemoveAction
+
+        wanted = {_norm(u) for u in uris}
+        adds = _add_actions(dt)
+        root = _norm(dt.table_uri).rstrip("/")
+        removes = []
+        for a in adds:
+            if f"{root}/{unquote(a['path'])}" in wanted:
+                removes.append(RemoveAction(a["path"], True, _now_ms(), a["size_bytes"], {}))
+        if len(removes) != len(wanted):
+            raise TableError(f"{dt.table_uri}: {len(wanted) - len(removes)} touched files are not in the table")
+        return removes
+
+    def overwrite(self, df: DataFrame, path: str, *, predicate: str | None = None) -> CommitInfo:
+        from pyspark.sql import functions as F
+
+        dt = self._ensure_table(df, path)
+        if predicate is None:
+            adds = self._write_files(df, path)
+            return self._commit(dt, adds, "overwrite", "OVERWRITE",
+                                metrics={"num_inserted": sum(json.loads(a.stats)["numRecords"] for a in adds)})
+        outside = df.filter(~F.coalesce(F.expr(predicate), F.lit(False))).limit(1).count()
+        if outside:
+            raise TableError(f"{path}: overwrite with predicate {predicate!r}: some new rows do not match it")
+        return self._rewrite_matching(dt, path, predicate, new_rows=df, operation="OVERWRITE")
+
+    def delete(self, path: str, predicate: str) -> CommitInfo:
+        return self._rewrite_matching(self._table(path), path, predicate, new_rows=None, operation="DELETE")
+
+    def _rewrite_matching(self, dt: DeltaTable, path: str, predicate: str, *, new_rows: DataFrame | None,
+                          operation: str) -> CommitInfo:
+        """Rewrite only the files holding rows that match ``predicate``, dropping those rows."""
+        from pyspark.sql import functions as F
+
+        schema = self._spark_schema(dt)
+        current = self._read_files(dt.file_uris(), schema, with_position=True)
+        hit = F.coalesce(F.expr(predicate), F.lit(False))
+        touched = [r[0] for r in current.filter(hit).select(_FILE).distinct().collect()]
+        kept = self._read_files(touched, schema).filter(~hit) if touched else None
+        parts = [p for p in (kept, new_rows) if p is not None]
+        if not touched and (new_rows is None):
+            return CommitInfo(None, operation)
+        data = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+        deleted = (current.filter(hit).count()) if touched else 0
+        adds = self._write_files(data.select(*schema.fieldNames()), path)
+        removes = self._remove_actions(dt, touched)
+        if not adds and not removes:
+            return CommitInfo(None, operation)
+        inserted = new_rows.count() if new_rows is not None else 0
+        return self._commit(dt, removes + adds, "append", operation,
+                            metrics={"num_deleted": deleted, "num_inserted": inserted})
+
+    # ---------------------------------------------------------------- merge
+    def merge(self, source: DataFrame, path: str, spec: MergeSpec) -> CommitInfo:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        dt = self._table(path)
+        schema = self._spark_schema(dt)
+        cols = schema.fieldNames()
+        ta, sa = spec.target_alias, spec.source_alias
+        src = source.select(F.struct(*[F.col(f"`{c}`") for c in source.columns]).alias(sa),
+                            F.lit(True).alias(_S_PRESENT))
+        current = self._read_files(dt.file_uris(), schema, with_position=True)
+        tgt_all = current.select(F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW,
+                                 F.lit(True).alias(_T_PRESENT))
+        on = F.expr(spec.predicate)
+        if spec.when_not_matched_by_source:
+            touched = list(dt.file_uris())
+        else:
+            per_file = (tgt_all.join(src, on, "inner").groupBy(_FILE)
+                        .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
+            if spec.when_matched and any(r["n"] != r["rows"] for r in per_file):
+                raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
+                                 f"(predicate {spec.predicate!r}); deduplicate the source first")
+            touched = [r[_FILE] for r in per_file]
+        tgt = self._read_files(touched, schema, with_position=True).select(
+            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), F.lit(True).alias(_T_PRESENT))
+        joined = tgt.join(src, on, "full_outer")
+        matched = F.col(_T_PRESENT).isNotNull() & F.col(_S_PRESENT).isNotNull()
+        src_only = F.col(_T_PRESENT).isNull()
+        tgt_only = F.col(_S_PRESENT).isNull()
+
+        def cond(expr: str | None) -> Column:
+            return F.coalesce(F.expr(expr), F.lit(False)) if expr else F.lit(True)
+
+        # One branch per clause, in SQL order: (row filter, kind, column -> expression).
+        branches: list[tuple[Column, str, dict[str, Column]]] = []
+        for c in spec.when_matched:
+            branches.append((matched & cond(c.condition), c.action, self._assign(c.set, cols, ta, sa, "update")))
+        for c in spec.when_not_matched:
+            branches.append((src_only & cond(c.condition), "insert", self._assign(c.values, cols, ta, sa, "insert")))
+        for c in spec.when_not_matched_by_source:
+            branches.append((tgt_only & cond(c.condition), c.action, self._assign(c.set, cols, ta, sa, "update")))
+        action = F.lit(-1)
+        for i, (flt, _, _) in reversed(list(enumerate(branches))):
+            action = F.when(flt, F.lit(i)).otherwise(action)
+        joined = joined.withColumn(_ACTION, action)
+        out_cols = []
+        for field in schema.fields:
+            col = F.col(f"{ta}.`{field.name}`")
+            for i, (_, kind, assign) in reversed(list(enumerate(branches))):
+                if kind in ("update", "insert"):
+                    col = F.when(F.col(_ACTION) == i, assign[field.name]).otherwise(col)
+            out_cols.append(col.cast(field.dataType).alias(field.name))
+        kinds = {i: kind for i, (_, kind, _) in enumerate(branches)}
+        kind_col = F.lit("copy")
+        for i, kind in kinds.items():
+            kind_col = F.when(F.col(_ACTION) == i, F.lit(kind)).otherwise(kind_col)
+        kind_col = F.when(src_only & (F.col(_ACTION) == -1), F.lit("skip")).otherwise(kind_col)
+        result = joined.select(*out_cols, kind_col.alias(_ACTION)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = {r[_ACTION]: r["n"] for r in result.groupBy(_ACTION).agg(F.count(F.lit(1)).alias("n")).collect()}
+            metrics = {"num_inserted": counts.get("insert", 0), "num_updated": counts.get("update", 0),
+                       "num_deleted": counts.get("delete", 0), "num_copied": counts.get("copy", 0)}
+            if not (metrics["num_inserted"] or metrics["num_updated"] or metrics["num_deleted"]):
+                return CommitInfo(None, "MERGE", metrics=metrics)  # nothing changes: no new version
+            adds = self._write_files(result.filter(F.col(_ACTION).isin("insert", "update", "copy"))
+                                     .select(*cols), path)
+        finally:
+            result.unpersist()
+        removes = self._remove_actions(dt, touched)
+        return self._commit(dt, removes + adds, "append", "MERGE", metrics=metrics)
+
+    @staticmethod
+    def _assign(mapping: dict[str, str] | None, cols: list[str], ta: str, sa: str, kind: str) -> dict[str, Column]:
+        from pyspark.sql import functions as F
+
+        if mapping is None:  # SET * / INSERT *: the source column of the same name
+            return {c: F.col(f"{sa}.`{c}`") for c in cols}
+        unknown = set(mapping) - set(cols)
+        if unknown:
+            raise TableError(f"MERGE {kind} names columns the table does not have: {sorted(unknown)}")
+        fallback = (lambda c: F.col(f"{ta}.`{c}`")) if kind == "update" else (lambda c: F.lit(None))
+        return {c: F.expr(mapping[c]) if c in mapping else fallback(c) for c in cols}
+
+    # ---------------------------------------------------------------- maintenance
+    def optimize(self, path: str, *, target_file_mb: int = 128) -> CommitInfo:
+        dt = self._table(path)
+        small = [a for a in _add_actions(dt)
+                 if a["size_bytes"] < target_file_mb * 1024 * 1024 // 2]
+        if len(small) < 2:
+            return CommitInfo(None, "OPTIMIZE")
+        root = dt.table_uri.rstrip("/")
+        uris = [f"{root}/{a['path']}" for a in small]
+        n_files = max(1, math.ceil(sum(a["size_bytes"] for a in small) / (target_file_mb * 1024 * 1024)))
+        data = self._read_files(uris, self._spark_schema(dt)).coalesce(n_files)
+        adds = self._write_files(data, path, data_change=False)
+        from deltalake.transaction import RemoveAction
+
+        removes = [RemoveAction(a["path"], False, _now_ms(), a["size_bytes"], {}) for a in small]
+        return self._commit(dt, removes + adds, "append", "OPTIMIZE",
+                            metrics={"files_compacted": len(small)})
+
+    def vacuum(self, path: str, *, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
+        dt = self._table(path)
+        return list(dt.vacuum(retention_hours=retention_hours, dry_run=dry_run,
+                              enforce_retention_duration=False))
