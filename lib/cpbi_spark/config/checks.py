@@ -1,0 +1,124 @@
+"""Cross-field rules that pydantic field types cannot express, each reported separately.
+
+Each check takes models that validated on their own and returns ``(key path, reason)`` issues;
+the loader adds the file that set the key. A table with three mistakes yields three issues.
+Checks get items from :mod:`cpbi_spark.config.partial_validation`: an item with errors the
+rules do not depend on (a bad column type, an unknown key) is still checked.
+
+Example:
+    >>> from cpbi_spark.config.merge import format_key_path
+    >>> table = TableConfig(layer="silver", description="", grain="one row per customer",
+    ...                     keys=["customer_id"], columns={"id": "string"}, pii={"email": "hash"})
+    >>> for path, reason in check_table("dim_customer", table):
+    ...     print(format_key_path(path), "-", reason)
+    tables.dim_customer.keys[0] - column 'customer_id' is not declared in columns
+    tables.dim_customer.pii.email - column 'email' is not declared in columns
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Mapping, Sequence
+
+from cpbi_spark.config.merge import KeyPath
+from cpbi_spark.config.models import (
+    DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS,
+    SCD2_COLUMN_TYPES,
+    SCD2_COLUMNS,
+    MlflowConfig,
+    SourceConfig,
+    StorageConfig,
+    TableConfig,
+    local_folder,
+)
+
+Issue = tuple[KeyPath, str]
+
+
+def check_table(name: str, table: TableConfig) -> list[Issue]:
+    """Keys, tracked, pii and partition columns are declared; SCD2 has what it needs."""
+    where = ("tables", name)
+    issues: list[Issue] = []
+    declared = table.columns
+    if not declared and table.layer != "bronze":
+        issues.append(
+            ((*where, "columns"), "must declare the columns; only bronze tables may be {} (as received)")
+        )
+    for field in ("keys", "tracked", "partition_by"):
+        issues += _list_issues((*where, field), getattr(table, field), declared, "columns", table.as_received)
+    if not table.as_received:
+        issues += [
+            ((*where, "pii", column), f"column {column!r} is not declared in columns")
+            for column in table.pii
+            if column not in declared
+        ]
+    if table.scd_type == 2:
+        for column, types in SCD2_COLUMN_TYPES.items():
+            if column not in declared:
+                issues.append(
+                    ((*where, "columns"), f"scd_type 2 needs a column {column!r} ({' or '.join(types)})")
+                )
+            elif declared[column] not in types:
+                reason = f"SCD2 column {column!r} must be {' or '.join(types)}, not {declared[column]}"
+                issues.append(((*where, "columns", column), reason))
+        if not table.tracked:
+            issues.append(
+                ((*where, "tracked"), "scd_type 2 needs the columns whose change creates a new version")
+            )
+        issues += [
+            ((*where, "tracked", index), f"{column!r} is maintained by SCD2 itself and cannot be tracked")
+            for index, column in enumerate(table.tracked)
+            if column in SCD2_COLUMNS
+        ]
+    elif table.tracked:
+        issues.append(
+            ((*where, "tracked"), f"only used with scd_type 2 (this table has scd_type {table.scd_type})")
+        )
+    return issues
+
+
+def check_source(
+    name: str, source: SourceConfig, table_names: Collection[str] | None, tables: Mapping[str, TableConfig]
+) -> list[Issue]:
+    """The bronze table exists and is bronze; the record key uses canonical column names.
+
+    ``table_names`` are all declared names (None when unknown: existence is then not checked),
+    ``tables`` those that validated (a broken table is reported on its own, so its layer is not
+    checked here).
+    """
+    where = ("sources", name)
+    issues: list[Issue] = []
+    target = source.bronze_table
+    if table_names is not None and target not in table_names:
+        hint = difflib.get_close_matches(target, list(table_names), n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        issues.append(((*where, "bronze_table"), f"table {target!r} is not declared in tables{suggestion}"))
+    elif target in tables and tables[target].layer != "bronze":
+        reason = f"must be a bronze table; {target!r} is in layer {tables[target].layer!r}"
+        issues.append(((*where, "bronze_table"), reason))
+    issues += _list_issues(
+        (*where, "record_key"), source.record_key, source.columns, "the keys of columns", False
+    )
+    issues += _list_issues((*where, "not_null"), source.not_null, source.columns, "the keys of columns", False)
+    return issues
+
+
+def check_mlflow(storage: StorageConfig, mlflow: MlflowConfig) -> list[Issue]:
+    """The default sqlite tracking store needs a local outputs folder."""
+    if mlflow.tracking_uri is None and local_folder(storage.outputs) is None:
+        return [(("mlflow", "tracking_uri"), DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS)]
+    return []
+
+
+def _list_issues(
+    where: KeyPath, names: Sequence[str], declared: Collection[str], declared_in: str, skip_declared: bool
+) -> list[Issue]:
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for index, column in enumerate(names):
+        if column in seen:
+            issues.append(((*where, index), f"{column!r} is listed twice"))
+        seen.add(column)
+        if not skip_declared and column not in declared:
+            issues.append(((*where, index), f"column {column!r} is not declared in {declared_in}"))
+    return issues

@@ -1,0 +1,207 @@
+"""The typed cpbi configuration: pydantic models with ``extra="forbid"`` so typos are reported.
+
+Models check one value at a time (types, literals, names); rules that relate several fields
+(keys are declared columns, SCD2 needs its columns, a source feeds a bronze table) live in
+:mod:`cpbi_spark.config.checks`, so every broken rule is reported, not only the first one.
+Build a :class:`CpbiConfig` with :func:`cpbi_spark.config.load_config`, not by hand.
+
+Example:
+    >>> from cpbi_spark.config import load_config
+    >>> cfg = load_config(env="ci")                                    # doctest: +SKIP
+    >>> cfg.physical_name("raw_transactions")                          # doctest: +SKIP
+    'customer_purchase_behavior_insights_raw_transactions'
+    >>> cfg.table_path("raw_transactions")                             # doctest: +SKIP
+    '/work/cpbi-data-ci/lakehouse/bronze/customer_purchase_behavior_insights_raw_transactions'
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cpbi_spark.config.field_types import (
+    ColumnName,
+    ConfValue,
+    EmptyDictIfNone,
+    EmptyListIfNone,
+    Location,
+    Name,
+    NonEmptyStr,
+    SparkKey,
+    SparkSqlType,
+    TimeZone,
+    is_uri,
+)
+from cpbi_spark.config.masking import mask_secrets
+from cpbi_spark.errors import ConfigError, ConfigProblem
+
+Layer = Literal["bronze", "silver", "gold", "insights", "platform"]
+LAYERS: tuple[str, ...] = ("bronze", "silver", "gold", "insights", "platform")
+PiiPolicy = Literal["hash", "mask", "drop", "none"]
+# The columns SCD2 maintains itself, and the Spark types each may have.
+SCD2_COLUMN_TYPES: dict[str, tuple[str, ...]] = {
+    "valid_from": ("timestamp", "date"),
+    "valid_to": ("timestamp", "date"),
+    "is_current": ("boolean",),
+}
+SCD2_COLUMNS: tuple[str, ...] = tuple(SCD2_COLUMN_TYPES)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Model):
+    """Project identity; ``table_prefix`` + logical name = physical table name."""
+
+    name: NonEmptyStr = "cpbi"
+    table_prefix: Annotated[str, StringConstraints(pattern=r"^([a-z][a-z0-9_]*)?$")] = (
+        "customer_purchase_behavior_insights_"
+    )
+    reporting_currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
+    owner: NonEmptyStr = "data-platform"
+
+
+class StorageConfig(_Model):
+    """Where data lives. Local paths are made absolute at load time; URIs are kept as is."""
+
+    root: Location  # lakehouse tables: <root>/<layer>/<physical name>
+    landing: Location  # landed source files, read by ingestion
+    outputs: Location  # reports, the default MLflow store, run logs
+
+
+class MlflowConfig(_Model):
+    """MLflow tracking; no ``tracking_uri`` means a sqlite file under ``<outputs>/mlruns``."""
+
+    tracking_uri: NonEmptyStr | None = None
+    experiment: NonEmptyStr = "cpbi"
+
+
+class SourceConfig(_Model):
+    """One logical landing source and how its file columns map to canonical names."""
+
+    format: Literal["csv", "jsonl", "parquet"]
+    path: NonEmptyStr  # glob, relative to storage.landing unless absolute or a URI
+    options: Annotated[dict[str, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
+    bronze_table: Name
+    columns: Annotated[dict[ColumnName, NonEmptyStr], EmptyDictIfNone]  # canonical -> column in file
+    record_key: Annotated[list[ColumnName], Field(min_length=1)]
+    # canonical columns that must not be empty (default: the entity's usual ids, see silver.entities)
+    not_null: Annotated[list[ColumnName], EmptyListIfNone] = Field(default_factory=list)
+    timestamp_format: NonEmptyStr | None = None
+    timezone: TimeZone = "UTC"
+    on_new_columns: Literal["evolve", "reject"] = "reject"
+    required: bool = True
+
+
+class TableConfig(_Model):
+    """One logical table. ``columns: {}`` is allowed for bronze only, meaning "as received"."""
+
+    layer: Layer
+    description: str
+    grain: NonEmptyStr  # "one row per ..."
+    keys: Annotated[list[ColumnName], Field(min_length=1)]
+    columns: Annotated[dict[ColumnName, SparkSqlType], EmptyDictIfNone]
+    scd_type: Literal[0, 1, 2] = 0
+    tracked: Annotated[list[ColumnName], EmptyListIfNone] = Field(default_factory=list)
+    pii: Annotated[dict[ColumnName, PiiPolicy], EmptyDictIfNone] = Field(default_factory=dict)
+    partition_by: Annotated[list[ColumnName], EmptyListIfNone] = Field(default_factory=list)
+    owner: NonEmptyStr | None = None
+    tags: Annotated[list[NonEmptyStr], EmptyListIfNone] = Field(default_factory=list)
+
+    @property
+    def as_received(self) -> bool:
+        """A bronze table without declared columns stores the landed columns unchanged."""
+        return self.layer == "bronze" and not self.columns
+
+
+class CpbiConfig(_Model):
+    """The whole validated configuration, plus lookups the jobs need."""
+
+    env: str
+    conf_dir: str
+    project: ProjectConfig = Field(default_factory=ProjectConfig)
+    storage: StorageConfig
+    engine: Literal["auto", "delta-rs", "delta-spark"] = "auto"
+    spark: Annotated[dict[SparkKey, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    sources: Annotated[dict[Name, SourceConfig], EmptyDictIfNone]
+    tables: Annotated[dict[Name, TableConfig], EmptyDictIfNone]
+    refdata: Annotated[dict[Name, list[dict[str, Any]]], EmptyDictIfNone] = Field(default_factory=dict)
+    analyses: Annotated[dict[str, dict[str, Any]], EmptyDictIfNone] = Field(default_factory=dict)
+
+    def _unknown(self, section: str, name: str, known: list[str]) -> ConfigError:
+        hint = difflib.get_close_matches(name, known, n=1)
+        reason = f"unknown {section[:-1]} (did you mean {hint[0]!r}?)" if hint else f"unknown {section[:-1]}"
+        return ConfigError([ConfigProblem(self.conf_dir, f"{section}.{name}", reason)])
+
+    def table(self, name: str) -> TableConfig:
+        """The table called ``name``; an unknown name raises :class:`ConfigError` (key ``tables.<name>``)."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise self._unknown("tables", name, list(self.tables)) from None
+
+    def source(self, name: str) -> SourceConfig:
+        """The source called ``name``; an unknown name raises :class:`ConfigError` (``sources.<name>``)."""
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise self._unknown("sources", name, list(self.sources)) from None
+
+    def tables_in_layer(self, layer: Layer) -> dict[str, TableConfig]:
+        """Tables of one layer, in declaration order, e.g. ``cfg.tables_in_layer("bronze")``."""
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; layers are {', '.join(LAYERS)}")
+        return {name: table for name, table in self.tables.items() if table.layer == layer}
+
+    def physical_name(self, name: str) -> str:
+        """``project.table_prefix`` + logical name, for a declared table."""
+        self.table(name)
+        return f"{self.project.table_prefix}{name}"
+
+    def table_path(self, name: str) -> str:
+        """``<storage.root>/<layer>/<physical name>`` of a declared table."""
+        return f"{self.storage.root.rstrip('/')}/{self.table(name).layer}/{self.physical_name(name)}"
+
+    def source_glob(self, name: str) -> str:
+        """The file glob of a source: its ``path`` under ``storage.landing`` unless absolute or a URI."""
+        path = self.source(name).path
+        if is_uri(path) or Path(path).is_absolute():
+            return path
+        return f"{self.storage.landing.rstrip('/')}/{path}"
+
+    def mlflow_tracking_uri(self) -> str:
+        """The configured tracking URI, else ``sqlite:///<outputs>/mlruns/mlflow.db``.
+
+        The folder of the sqlite file is not created here: loading the config has no side effects.
+        """
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        folder = local_folder(self.storage.outputs)
+        if folder is None:
+            raise ConfigError(
+                [ConfigProblem(self.conf_dir, "mlflow.tracking_uri", DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS)]
+            )
+        return f"sqlite:///{folder}/mlruns/mlflow.db"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``cpbi config show``; secret-looking values are shown as ``***``."""
+        return mask_secrets(self.model_dump(mode="json"))
+
+
+DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS = (
+    "set mlflow.tracking_uri: the default sqlite store needs storage.outputs to be a local folder"
+)
+
+
+def local_folder(location: str) -> str | None:
+    """The local path of a storage location (``file://`` URIs included), or None for remote stores."""
+    if not is_uri(location):
+        return location
+    parsed = urlparse(location)
+    return parsed.path if parsed.scheme == "file" else None

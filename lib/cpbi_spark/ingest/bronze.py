@@ -1,0 +1,165 @@
+"""landing -> bronze: append every new landing file as received, with lineage columns.
+
+Bronze is append-only. A file whose sha256 is already in the bronze table is never landed
+again (idempotent by checksum, so a rerun changes nothing), and a file the mapping cannot
+read is rejected with its reason in ``audit_ingest`` instead of being half-landed. Rows the
+parser could not split keep their raw text in ``_corrupt_record``; silver quarantines them.
+
+Bronze columns: the mapped file columns as strings (named as in the file), ``_extra_columns``,
+``_corrupt_record``, ``_source_file``, ``_source_sha256``, ``_batch_id``, ``_ingested_at``,
+``_record_hash`` (sha256 of the received values) and ``_record_id`` (unique per row).
+
+Example:
+    >>> result = run_bronze(ctx)                  # doctest: +SKIP
+    >>> result.tables
+    {'raw_transactions': 100512, 'raw_customers': 6120, ...}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from cpbi_spark.errors import IngestError
+from cpbi_spark.ingest.files import LandingFile, list_landing_files
+from cpbi_spark.ingest.readers import CORRUPT, EXTRA, SOURCE_FILE, read_source_files, safe_name
+from cpbi_spark.runtime import StageResult
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+    from cpbi_spark.config.models import SourceConfig
+    from cpbi_spark.runtime import RunContext
+
+_SCHEME = r"^([A-Za-z][A-Za-z0-9+.-]*:)?/*"
+LEDGER = "audit_ingest"
+
+
+def path_key(uri: str) -> str:
+    """A file's path without scheme and leading slashes, so Spark's and pyarrow's spellings agree."""
+    return re.sub(_SCHEME, "", unquote(uri))
+
+
+def path_key_col(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(F.url_decode(col), _SCHEME, "")
+
+
+def record_hash(columns: list[str]) -> Column:
+    """sha256 over the received values; a null and an empty string hash differently."""
+    from pyspark.sql import functions as F
+
+    parts = [F.coalesce(F.col(f"`{c}`"), F.lit("\u0000")) for c in columns]
+    return F.sha2(F.concat_ws("\u001f", *parts), 256)
+
+
+def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, ingested_at) -> DataFrame:
+    """Add the bronze lineage columns (pure: the file -> sha256 map comes from the caller)."""
+    from pyspark.sql import functions as F
+
+    sha_map = F.create_map(*[x for f in files for x in (F.lit(path_key(f.uri)), F.lit(f.sha256))])
+    value_cols = [c for c in frame.columns if c != SOURCE_FILE]
+    return (frame
+            .withColumn("_source_sha256", sha_map[path_key_col(F.col(SOURCE_FILE))])
+            .withColumn("_batch_id", F.lit(batch_id))
+            .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
+            .withColumn("_record_hash", record_hash(value_cols))
+            .withColumn("_record_id", F.concat_ws("-", F.lit(batch_id), F.monotonically_increasing_id().cast("string"))))
+
+
+def landed_checksums(ctx: RunContext, bronze_table: str) -> set[str]:
+    """sha256 of every file already in the bronze table (bronze itself is the truth)."""
+    if not ctx.lake.exists(bronze_table):
+        return set()
+    return {r[0] for r in ctx.lake.read(bronze_table).select("_source_sha256").distinct().collect()}
+
+
+def land_source(ctx: RunContext, name: str, source: SourceConfig) -> tuple[int, list[dict]]:
+    """Land the new files of one source; return (rows landed, ledger rows)."""
+    from pyspark.sql import functions as F
+
+    files = list_landing_files(ctx.config.storage.landing, source.path)
+    done = landed_checksums(ctx, source.bronze_table)
+    new: list[LandingFile] = []
+    ledger: list[dict] = []
+    seen: set[str] = set()
+    for f in files:
+        if f.sha256 in done:
+            continue
+        if f.sha256 in seen:  # the same bytes under two names: land once, record the copy
+            ledger.append(_ledger_row(ctx, name, f, "duplicate_file", "same content as another file in this batch"))
+            continue
+        seen.add(f.sha256)
+        new.append(f)
+    if not files and source.required:
+        ctx.log.warning("source %s: no file matches %s under %s", name, source.path, ctx.config.storage.landing)
+    if not new:
+        return 0, ledger
+    ctx.log.info("source %s: landing %d new file(s)", name, len(new))
+    outcome = read_source_files(ctx.spark, source, new)
+    accepted = [f for f in new if f.uri not in outcome.rejected]
+    for f in new:
+        if f.uri in outcome.rejected:
+            ledger.append(_ledger_row(ctx, name, f, "rejected", outcome.rejected[f.uri]))
+    rows = 0
+    if outcome.frame is not None and accepted:
+        frame = with_lineage(outcome.frame, accepted, ctx.run_id, ctx.started_at)
+        ctx.lake.append(source.bronze_table, frame)
+        counts = {r["_source_sha256"]: (r["n"], r["bad"]) for r in (
+            ctx.lake.read(source.bronze_table).filter(F.col("_batch_id") == ctx.run_id)
+            .groupBy("_source_sha256")
+            .agg(F.count(F.lit(1)).alias("n"), F.count(CORRUPT).alias("bad")).collect())}
+        for f in accepted:
+            n, bad = counts.get(f.sha256, (0, 0))
+            rows += n
+            drift = outcome.drift.get(f.uri)
+            reason = f"new columns kept in {EXTRA}: {drift}" if drift else None
+            ledger.append(_ledger_row(ctx, name, f, "landed", reason, rows=n, corrupt=bad))
+    return rows, ledger
+
+
+def _ledger_row(ctx: RunContext, source: str, f: LandingFile, status: str, reason: str | None,
+                rows: int = 0, corrupt: int = 0) -> dict:
+    return {"source": source, "sha256": f.sha256, "file_uri": f.uri, "file_name": f.name, "bytes": f.size,
+            "batch_id": ctx.run_id, "status": status, "reason": reason, "rows_landed": rows,
+            "corrupt_rows": corrupt, "ingested_at": ctx.started_at}
+
+
+def write_ledger(ctx: RunContext, rows: list[dict]) -> None:
+    """Upsert the per-file ledger; an unchanged rejection on rerun writes nothing."""
+    from cpbi_spark.lakehouse import MergeSpec
+
+    if not rows:
+        return
+    schema = ctx.lake.schema(LEDGER)
+    df = ctx.spark.createDataFrame([tuple(r.get(c) for c in schema.fieldNames()) for r in rows], schema)
+    spec = MergeSpec.upsert(["source", "sha256"], only_if_changed=(
+        "t.status <> s.status OR NOT (t.reason <=> s.reason) OR t.rows_landed <> s.rows_landed"))
+    ctx.lake.merge(LEDGER, df, spec)
+
+
+def run_bronze(ctx: RunContext, sources: list[str] | None = None) -> StageResult:
+    """Land every configured source (or the named ones); raise after landing if files were rejected."""
+    result = StageResult("bronze")
+    ledger: list[dict] = []
+    for name, source in sorted(ctx.config.sources.items()):
+        if sources and name not in sources:
+            continue
+        rows, entries = land_source(ctx, name, source)
+        ledger += entries
+        if rows:
+            result.tables[source.bronze_table] = rows
+    write_ledger(ctx, ledger)
+    rejected = [e for e in ledger if e["status"] == "rejected"]
+    result.counters["files_landed"] = sum(e["status"] == "landed" for e in ledger)
+    result.counters["files_rejected"] = len(rejected)
+    if rejected:
+        detail = "\n".join(f"  - {e['source']}: {e['file_uri']}: {e['reason']}" for e in rejected)
+        raise IngestError(f"{len(rejected)} landing file(s) rejected (the other files were landed; "
+                          f"see table {LEDGER}):\n{detail}")
+    return result
+
+
+__all__ = ["run_bronze", "safe_name", "with_lineage"]

@@ -1,0 +1,82 @@
+"""The run context every stage receives: config, session, lakehouse, run id and a logger.
+
+Jobs build one :class:`RunContext` at their edge and pass it to stage functions, so a
+stage never reads the environment or builds its own session.
+
+Example:
+    >>> ctx = RunContext.create(env="local")         # doctest: +SKIP
+    >>> ctx.run_id                                   # doctest: +SKIP
+    '20261125T140102-3f9a1c2e'
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from cpbi_spark.config import CpbiConfig
+    from cpbi_spark.lakehouse import Lakehouse
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: UTC timestamp plus 8 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class StageResult:
+    """What one stage did: rows per table written and free-form counters."""
+
+    stage: str
+    tables: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{name}={rows:,}" for name, rows in sorted(self.tables.items())]
+        return f"{self.stage}: " + (", ".join(parts) if parts else "no table changed")
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs; built once per job run."""
+
+    spark: SparkSession
+    config: CpbiConfig
+    lake: Lakehouse
+    run_id: str
+    started_at: datetime
+    full_refresh: bool = False
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("cpbi"))
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        env: str | None = None,
+        conf_dir: str | Path | None = None,
+        extra_files: Sequence[str | Path] = (),
+        overrides: Mapping[str, Any] | None = None,
+        spark: SparkSession | None = None,
+        full_refresh: bool = False,
+    ) -> RunContext:
+        from cpbi_spark.config import load_config
+        from cpbi_spark.lakehouse import Lakehouse
+        from cpbi_spark.session import get_spark
+
+        kwargs: dict[str, Any] = {"env": env, "extra_files": extra_files, "overrides": overrides}
+        if conf_dir is not None:
+            kwargs["conf_dir"] = conf_dir
+        config = load_config(**kwargs)
+        session = get_spark(config.spark, existing=spark, app_name=f"cpbi-{config.env}")
+        started = datetime.now(timezone.utc)
+        return cls(session, config, Lakehouse(session, config), new_run_id(started), started,
+                   full_refresh=full_refresh)

@@ -1,0 +1,1 @@
+"""bronze -> silver: typed, validated, deduplicated tables and SCD dimensions."""
