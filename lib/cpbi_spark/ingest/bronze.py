@@ -133,8 +133,7 @@ def write_ledger(ctx: RunContext, rows: list[dict]) -> None:
 
     if not rows:
         return
-    schema = ctx.lake.schema(LEDGER)
-    df = ctx.spark.createDataFrame([tuple(r.get(c) for c in schema.fieldNames()) for r in rows], schema)
+    df = ctx.lake.frame(LEDGER, rows)
     spec = MergeSpec.upsert(["source", "sha256"], only_if_changed=(
         "t.status <> s.status OR NOT (t.reason <=> s.reason) OR t.rows_landed <> s.rows_landed"))
     ctx.lake.merge(LEDGER, df, spec)

@@ -2,16 +2,21 @@
 
 from cpbi_spark.lakehouse.catalog import Lakehouse, declared_schema
 from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
-from cpbi_spark.lakehouse.merge_spec import MatchedClause, MergeSpec, NotMatchedBySourceClause, NotMatchedClause
+from cpbi_spark.lakehouse.merge_spec import (
+    MatchedClause,
+    MergeSpec,
+    NotMatchedBySourceClause,
+    NotMatchedClause,
+)
 
 __all__ = [
-    "Lakehouse",
-    "declared_schema",
     "CommitInfo",
     "HistoryEntry",
+    "Lakehouse",
     "MatchedClause",
     "MergeSpec",
     "NotMatchedBySourceClause",
     "NotMatchedClause",
     "TableEngine",
+    "declared_schema",
 ]

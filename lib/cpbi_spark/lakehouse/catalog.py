@@ -97,6 +97,31 @@ class Lakehouse:
     def history(self, name: str) -> list[HistoryEntry]:
         return self.engine.history(self.path(name))
 
+    def frame(self, name: str, rows: list[dict]) -> DataFrame:
+        """A small frame of ``rows`` (dicts) with the table's declared schema; numbers are coerced.
+
+        For run records and reference data built on the driver (a handful of rows), never for data.
+        """
+        from decimal import Decimal
+
+        from pyspark.sql.types import DecimalType, DoubleType, FloatType
+
+        schema = self.schema(name)
+        if schema is None:
+            raise TableError(f"table {name} has no declared columns")
+
+        def coerce(value, data_type):
+            if value is None:
+                return None
+            if isinstance(data_type, (DoubleType, FloatType)):
+                return float(value)
+            if isinstance(data_type, DecimalType):
+                return Decimal(str(value))
+            return value
+
+        data = [tuple(coerce(r.get(f.name), f.dataType) for f in schema.fields) for r in rows]
+        return self.spark.createDataFrame(data, schema)
+
     # ------------------------------------------------------------------ writes
     def conform(self, name: str, df: DataFrame) -> DataFrame:
         """Select the declared columns in order, cast to the declared types; name what is missing."""

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -119,8 +120,13 @@ class DeltaRsEngine(TableEngine):
     def read(self, path: str, *, version: int | None = None, timestamp: datetime | None = None) -> DataFrame:
         dt = self._table(path, version)
         if timestamp is not None:
+            when = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=timezone.utc)
+            # delta-rs loads the first version for any earlier timestamp; the table did not exist then.
+            first_ms = min(h["timestamp"] for h in dt.history())
+            if when.timestamp() * 1000 < first_ms:
+                raise TableError(f"{path}: no version as of {when.isoformat()} (before the first commit)")
             try:
-                dt.load_as_version(timestamp)
+                dt.load_as_version(when)
             except Exception as exc:
                 raise TableError(f"{path}: no version as of {timestamp.isoformat()}: {exc}") from exc
         return self._read_files(dt.file_uris(), self._spark_schema(dt))
@@ -228,7 +234,8 @@ class DeltaRsEngine(TableEngine):
     def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
                app_version: int | None = None) -> CommitInfo:
         dt = self._ensure_table(df, path)
-        if app_id is not None and (dt.transaction_version(app_id) or -1) >= int(app_version or 0):
+        done = dt.transaction_version(app_id) if app_id is not None else None
+        if done is not None and done >= int(app_version or 0):
             return CommitInfo(None, "APPEND")  # this batch was committed before: idempotent rerun
         adds = self._write_files(df, path)
         if not adds and app_id is None:
@@ -257,8 +264,10 @@ class DeltaRsEngine(TableEngine):
         dt = self._ensure_table(df, path)
         if predicate is None:
             adds = self._write_files(df, path)
-            return self._commit(dt, adds, "overwrite", "OVERWRITE",
-                                metrics={"num_inserted": sum(json.loads(a.stats)["numRecords"] for a in adds)})
+            replaced = len(dt.file_uris())  # mode="overwrite": delta-rs writes these remove actions itself
+            inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
+            info = self._commit(dt, adds, "overwrite", "OVERWRITE", metrics={"num_inserted": inserted})
+            return dataclasses.replace(info, files_removed=replaced)
         outside = df.filter(~F.coalesce(F.expr(predicate), F.lit(False))).limit(1).count()
         if outside:
             raise TableError(f"{path}: overwrite with predicate {predicate!r}: some new rows do not match it")
@@ -301,19 +310,24 @@ class DeltaRsEngine(TableEngine):
         ta, sa = spec.target_alias, spec.source_alias
         src = source.select(F.struct(*[F.col(f"`{c}`") for c in source.columns]).alias(sa),
                             F.lit(True).alias(_S_PRESENT))
+        if not spec.when_matched and not spec.when_not_matched_by_source:
+            return self._merge_insert_only(dt, path, src, spec, schema)
         current = self._read_files(dt.file_uris(), schema, with_position=True)
         tgt_all = current.select(F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW,
                                  F.lit(True).alias(_T_PRESENT))
         on = F.expr(spec.predicate)
-        if spec.when_not_matched_by_source:
-            touched = list(dt.file_uris())
-        else:
-            per_file = (tgt_all.join(src, on, "inner").groupBy(_FILE)
-                        .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
-            if spec.when_matched and any(r["n"] != r["rows"] for r in per_file):
-                raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
-                                 f"(predicate {spec.predicate!r}); deduplicate the source first")
-            touched = [r[_FILE] for r in per_file]
+        for c in spec.when_not_matched_by_source:
+            if c.action == "update" and c.set is None:  # SET * would null every column
+                raise TableError(f"{path}: MERGE: WHEN NOT MATCHED BY SOURCE THEN UPDATE needs explicit "
+                                 "assignments (there is no source row to copy)")
+        per_file = [] if not dt.file_uris() else (
+            tgt_all.join(src, on, "inner").groupBy(_FILE)
+            .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
+        if spec.when_matched and any(r["n"] != r["rows"] for r in per_file):
+            raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
+                             f"(predicate {spec.predicate!r}); deduplicate the source first")
+        # NOT MATCHED BY SOURCE clauses act on rows of every file, not only the matched ones.
+        touched = list(dt.file_uris()) if spec.when_not_matched_by_source else [r[_FILE] for r in per_file]
         tgt = self._read_files(touched, schema, with_position=True).select(
             F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), F.lit(True).alias(_T_PRESENT))
         joined = tgt.join(src, on, "full_outer")
@@ -362,6 +376,41 @@ class DeltaRsEngine(TableEngine):
         removes = self._remove_actions(dt, touched)
         return self._commit(dt, removes + adds, "append", "MERGE", metrics=metrics)
 
+    def _merge_insert_only(self, dt: DeltaTable, path: str, src: DataFrame, spec: MergeSpec,
+                           schema: StructType) -> CommitInfo:
+        """Only WHEN NOT MATCHED clauses: append the unmatched source rows, rewrite no file."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        cols = schema.fieldNames()
+        ta, sa = spec.target_alias, spec.source_alias
+        target = self._read_files(dt.file_uris(), schema).select(
+            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta))
+        unmatched = src.join(target, F.expr(spec.predicate), "left_anti") if dt.file_uris() else src
+        choice = F.lit(-1)
+        clauses = list(spec.when_not_matched)
+        for i, c in reversed(list(enumerate(clauses))):
+            hit = F.coalesce(F.expr(c.condition), F.lit(False)) if c.condition else F.lit(True)
+            choice = F.when(hit, F.lit(i)).otherwise(choice)
+        rows = unmatched.withColumn(_ACTION, choice).filter(F.col(_ACTION) >= 0)
+        out = []
+        for field in schema.fields:
+            col = F.lit(None)
+            for i, c in reversed(list(enumerate(clauses))):
+                col = F.when(F.col(_ACTION) == i, self._assign(c.values, cols, ta, sa, "insert")[field.name]
+                             ).otherwise(col)
+            out.append(col.cast(field.dataType).alias(field.name))
+        result = rows.select(*out).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            adds = self._write_files(result, path)
+        finally:
+            result.unpersist()
+        inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
+        metrics = {"num_inserted": inserted, "num_updated": 0, "num_deleted": 0, "num_copied": 0}
+        if not adds:
+            return CommitInfo(None, "MERGE", metrics=metrics)
+        return self._commit(dt, adds, "append", "MERGE", metrics=metrics)
+
     @staticmethod
     def _assign(mapping: dict[str, str] | None, cols: list[str], ta: str, sa: str, kind: str) -> dict[str, Column]:
         from pyspark.sql import functions as F
@@ -394,5 +443,7 @@ class DeltaRsEngine(TableEngine):
 
     def vacuum(self, path: str, *, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
         dt = self._table(path)
+        # full=True: the default ("lite") vacuum only deletes files a commit removed; the files of
+        # a job killed before its commit are in no commit, and only a full listing finds them.
         return list(dt.vacuum(retention_hours=retention_hours, dry_run=dry_run,
-                              enforce_retention_duration=False))
+                              enforce_retention_duration=False, full=True))

@@ -36,11 +36,30 @@ DEFAULT_NOT_NULL: dict[str, list[str]] = {
 }
 
 
-def raw_cols(source: SourceConfig) -> dict[str, Column]:
-    """Canonical name -> the bronze column holding it (as received)."""
+RAW_PREFIX = "_raw_"
+
+
+def with_raw(df: DataFrame, source: SourceConfig) -> DataFrame:
+    """Keep every mapped value as received in ``_raw_<canonical>`` before typed columns replace it."""
     from pyspark.sql import functions as F
 
-    return {canon: F.col(f"`{safe_name(file_col)}`") for canon, file_col in source.columns.items()}
+    return df.select("*", *[F.col(f"`{safe_name(file_col)}`").alias(f"{RAW_PREFIX}{canon}")
+                            for canon, file_col in source.columns.items()])
+
+
+def raw_cols(source: SourceConfig) -> dict[str, Column]:
+    """Canonical name -> the as-received value (the ``_raw_`` copy made by :func:`with_raw`)."""
+    from pyspark.sql import functions as F
+
+    return {canon: F.col(f"{RAW_PREFIX}{canon}") for canon in source.columns}
+
+
+def payload_columns(source: SourceConfig) -> list[Column]:
+    """The record as received, under the file's own column names (for the quarantine)."""
+    from pyspark.sql import functions as F
+
+    return [F.col(f"{RAW_PREFIX}{canon}").alias(file_col) for canon, file_col in source.columns.items()] + [
+        F.col("_extra_columns"), F.col("_corrupt_record")]
 
 
 def not_null_columns(name: str, source: SourceConfig) -> list[str]:
@@ -72,6 +91,7 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     """Sale (and inline return) lines: typed, amounts completed, classified."""
     from pyspark.sql import functions as F
 
+    df = with_raw(df, source)
     raw = raw_cols(source)
     dec_comma = str(source.options.get("decimal", ".")) == ","
     qty = parse_number(raw["quantity"], "double", dec_comma) if "quantity" in raw else F.lit(1.0)
@@ -121,6 +141,7 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
 def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Sequence[str]) -> DataFrame:
     from pyspark.sql import functions as F
 
+    df = with_raw(df, source)
     raw = raw_cols(source)
     parsed: dict[str, Column] = {c: clean_str(raw[c]) if c in raw else F.lit(None).cast("string")
                                  for c in ("return_id", "original_txn_id", "customer_id", "product_id",
@@ -144,6 +165,7 @@ def prepare_versions(df: DataFrame, source: SourceConfig, name: str, *, strings:
     """Master-data records (customers, products, stores, promotions, ...): typed and classified."""
     from pyspark.sql import functions as F
 
+    df = with_raw(df, source)
     raw = raw_cols(source)
     parsed: dict[str, Column] = {c: clean_str(raw[c]) if c in raw else F.lit(None).cast("string") for c in strings}
     for c, t in numbers.items():
@@ -162,6 +184,7 @@ def prepare_versions(df: DataFrame, source: SourceConfig, name: str, *, strings:
 def prepare_exposures(df: DataFrame, source: SourceConfig) -> DataFrame:
     from pyspark.sql import functions as F
 
+    df = with_raw(df, source)
     raw = raw_cols(source)
     parsed: dict[str, Column] = {c: clean_str(raw[c]) for c in ("exposure_id", "promotion_id", "customer_id")}
     parsed["arm"] = F.lower(clean_str(raw["arm"]))

@@ -1,0 +1,1 @@
+"""silver -> gold: conformed facts in the reporting currency and BI-ready marts."""

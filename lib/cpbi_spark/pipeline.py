@@ -1,0 +1,92 @@
+"""Run pipeline stages in order and describe what the lakehouse now holds.
+
+Example:
+    >>> results = run_stages(ctx, ["bronze", "silver", "gold"])     # doctest: +SKIP
+    >>> print(format_table_summary(table_summary(ctx)))              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cpbi_spark.errors import PipelineError
+
+if TYPE_CHECKING:
+    from cpbi_spark.runtime import RunContext, StageResult
+
+
+def _bronze(ctx: RunContext) -> StageResult:
+    from cpbi_spark.ingest.bronze import run_bronze
+
+    return run_bronze(ctx)
+
+
+def _silver(ctx: RunContext) -> StageResult:
+    from cpbi_spark.silver.stage import run_silver
+
+    return run_silver(ctx)
+
+
+def _gold(ctx: RunContext) -> StageResult:
+    from cpbi_spark.gold.stage import run_gold
+
+    return run_gold(ctx)
+
+
+STAGES: dict[str, Callable[[RunContext], StageResult]] = {"bronze": _bronze, "silver": _silver, "gold": _gold}
+PIPELINE = ("bronze", "silver", "gold")
+
+
+def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], None] | None = None
+               ) -> list[StageResult]:
+    """Run the named stages in pipeline order; each stage's summary goes to ``progress``."""
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise PipelineError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    results = []
+    for name in [n for n in PIPELINE if n in names]:
+        t0 = time.perf_counter()
+        if progress:
+            progress(f"[{name}] running ...")
+        result = STAGES[name](ctx)
+        result.counters["seconds"] = round(time.perf_counter() - t0, 2)
+        if progress:
+            progress(f"[{name}] done in {result.counters['seconds']:.1f} s: {result.summary()}")
+        results.append(result)
+    return results
+
+
+@dataclass(frozen=True)
+class TableState:
+    name: str
+    layer: str
+    rows: int | None
+    version: int | None
+    path: str
+
+
+def table_summary(ctx: RunContext, layers: Sequence[str] | None = None) -> list[TableState]:
+    """Every declared table with its row count and version (None when not written yet)."""
+    out = []
+    for name, cfg in sorted(ctx.config.tables.items(), key=lambda kv: (kv[1].layer, kv[0])):
+        if layers and cfg.layer not in layers:
+            continue
+        path = ctx.lake.path(name)
+        if ctx.lake.exists(name):
+            out.append(TableState(name, cfg.layer, ctx.lake.read(name).count(), ctx.lake.version(name), path))
+        else:
+            out.append(TableState(name, cfg.layer, None, None, path))
+    return out
+
+
+def format_table_summary(states: Sequence[TableState]) -> str:
+    width = max((len(s.name) for s in states), default=10)
+    lines = [f"{'layer':<9} {'table':<{width}} {'rows':>11} {'version':>7}"]
+    for s in states:
+        rows = f"{s.rows:,}" if s.rows is not None else "-"
+        version = str(s.version) if s.version is not None else "-"
+        lines.append(f"{s.layer:<9} {s.name:<{width}} {rows:>11} {version:>7}")
+    return "\n".join(lines)

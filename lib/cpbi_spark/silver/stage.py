@@ -1,0 +1,422 @@
+"""The silver stage: new bronze batches -> typed, validated, deduplicated silver tables.
+
+Only bronze batches that silver has not processed (``ctl_batch_log``) are read, unless
+``full_refresh``. Every bronze record ends in exactly one place: a silver table, the
+quarantine (``stage_quarantine``, with its reason) or the duplicate count; the batch log
+and ``stage_reconciliations`` record that ``rows_in = accepted + quarantined + duplicate``.
+
+Example:
+    >>> run_silver(ctx).tables          # doctest: +SKIP
+    {'stg_transactions': 99012, 'dim_customer': 6400, ...}
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from cpbi_spark.lakehouse.merge_spec import MergeSpec, NotMatchedBySourceClause
+from cpbi_spark.runtime import StageResult
+from cpbi_spark.silver import entities as E
+from cpbi_spark.silver.pii import apply_pii, pii_salt
+from cpbi_spark.silver.scd2 import scd2_merge_source, scd2_merge_spec
+from cpbi_spark.silver.validate import REASON, quarantine_frame
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from cpbi_spark.runtime import RunContext
+
+STAGE = "silver"
+# Dependencies first: currencies before transactions, sales before the returns that link to them.
+ORDER = ["exchange_rates", "stores", "products", "customers", "promotions", "transactions", "returns",
+         "promotion_exposures"]
+CONTROL_ARMS = ("control", "holdout", "no_contact", "no-contact", "none")
+DIGITAL_CHANNELS = ("online", "web", "mobile", "app", "ecommerce", "e-commerce")
+OUTCOME = "_outcome"
+
+
+def changed_condition(columns: list[str]) -> str:
+    """SQL that is true when any of ``columns`` differs between ``t`` and ``s`` (NULL-safe)."""
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
+
+
+def sync_spec(keys: list[str], columns: list[str]) -> MergeSpec:
+    """Make the table equal to the source: upsert changed rows, delete rows the source lacks."""
+    base = MergeSpec.upsert(keys, only_if_changed=changed_condition([c for c in columns if c not in keys]))
+    return MergeSpec(base.predicate, base.when_matched, base.when_not_matched,
+                     (NotMatchedBySourceClause("delete"),))
+
+
+class SilverBatch:
+    """The new bronze rows of one source and the bookkeeping of their outcomes."""
+
+    def __init__(self, ctx: RunContext, name: str):
+        from pyspark.sql import functions as F
+
+        self.ctx, self.name = ctx, name
+        self.source = ctx.config.sources[name]
+        lake = ctx.lake
+        self.rows: DataFrame | None = None
+        self.log_rows: list[dict] = []
+        self.recon_rows: list[dict] = []
+        if not lake.exists(self.source.bronze_table):
+            return
+        bronze = lake.read(self.source.bronze_table)
+        if not ctx.full_refresh and lake.exists("ctl_batch_log"):
+            done = (lake.read("ctl_batch_log").filter((F.col("stage") == STAGE) & (F.col("source") == name))
+                    .select(F.col("batch_id").alias("_batch_id")))
+            bronze = bronze.join(done, "_batch_id", "left_anti")
+        self.batches = [r[0] for r in bronze.select("_batch_id").distinct().collect()]
+        if self.batches:
+            self.rows = bronze
+
+    def finish(self, classified: DataFrame, amount_col: str | None = None) -> dict[str, int]:
+        """Quarantine rejected rows, log per-batch outcome counts; ``classified`` has ``_outcome``."""
+        from pyspark.sql import functions as F
+
+        ctx = self.ctx
+        rejected = classified.filter(F.col(OUTCOME) == "quarantined")
+        ctx.lake.merge("stage_quarantine", quarantine_frame(
+            rejected, stage=STAGE, source=self.name, raw_columns=E.payload_columns(self.source), run_id=ctx.run_id,
+            at=ctx.started_at), MergeSpec.insert_new(["stage", "record_id"]))
+        amount = F.col(amount_col) if amount_col else F.lit(None).cast("decimal(18,2)")
+        raw_amount = (E.raw_cols(self.source)[amount_col].try_cast("decimal(18,2)")
+                      if amount_col and amount_col in self.source.columns else F.lit(None).cast("decimal(18,2)"))
+        per_batch = classified.groupBy("_batch_id").agg(
+            F.count(F.lit(1)).alias("rows_in"),
+            F.sum(F.when(F.col(OUTCOME) == "accepted", 1).otherwise(0)).alias("rows_accepted"),
+            F.sum(F.when(F.col(OUTCOME) == "quarantined", 1).otherwise(0)).alias("rows_quarantined"),
+            F.sum(F.when(F.col(OUTCOME) == "duplicate", 1).otherwise(0)).alias("rows_duplicate"),
+            F.sum(raw_amount).cast("decimal(18,2)").alias("amount_in"),
+            F.sum(F.when(F.col(OUTCOME) == "accepted", amount)).cast("decimal(18,2)").alias("amount_accepted"),
+        ).collect()
+        totals = {"rows_in": 0, "rows_accepted": 0, "rows_quarantined": 0, "rows_duplicate": 0}
+        log_rows, recon_rows = [], []
+        for r in per_batch:
+            for k in totals:
+                totals[k] += int(r[k])
+            counts = {k: int(r[k]) for k in totals}
+            key = {"stage": STAGE, "source": self.name, "batch_id": r["_batch_id"], "run_id": ctx.run_id}
+            log_rows.append({**key, **counts, "processed_at": ctx.started_at})
+            balanced = counts["rows_in"] == counts["rows_accepted"] + counts["rows_quarantined"] + counts["rows_duplicate"]
+            recon_rows.append({**key, **counts, "amount_in": r["amount_in"] or Decimal(0),
+                               "amount_accepted": r["amount_accepted"] or Decimal(0), "balanced": balanced})
+        # Bookkeeping rows are written once for all sources at the end of the stage (see run_silver).
+        self.log_rows, self.recon_rows = log_rows, recon_rows
+        return totals
+
+
+def _outcome_by_key(df: DataFrame, key: str, existing: DataFrame | None) -> DataFrame:
+    """Accepted / duplicate (same content again) / conflicting_duplicate (same key, other content)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(key).orderBy("_ingested_at", "_record_id")
+    valid = F.col(REASON).isNull()
+    df = (df.withColumn("_rn", F.when(valid, F.row_number().over(w)))
+            .withColumn("_first_hash", F.when(valid, F.first("_record_hash").over(w))))
+    if existing is not None:
+        df = df.join(existing.select(F.col(key), F.col("record_hash").alias("_silver_hash")), key, "left")
+    else:
+        df = df.withColumn("_silver_hash", F.lit(None).cast("string"))
+    dup = valid & (((F.col("_rn") > 1) & (F.col("_record_hash") == F.col("_first_hash")))
+                   | (F.col("_silver_hash") == F.col("_record_hash")))
+    conflict = valid & ~dup & ((F.col("_rn") > 1) | F.col("_silver_hash").isNotNull())
+    df = (df.withColumn(REASON, F.when(conflict, F.lit("conflicting_duplicate")).otherwise(F.col(REASON)))
+            .withColumn("_reject_detail", F.when(conflict, F.concat(
+                F.lit(f"{key} already seen with other values: "), F.col(key))).otherwise(F.col("_reject_detail"))))
+    return df.withColumn(OUTCOME, F.when(F.col(REASON).isNotNull(), "quarantined")
+                         .when(dup, "duplicate").otherwise("accepted"))
+
+
+def _simple_outcome(df: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return df.withColumn(OUTCOME, F.when(F.col(REASON).isNotNull(), "quarantined").otherwise("accepted"))
+
+
+def _known_currencies(ctx: RunContext) -> list[str]:
+    reporting = ctx.config.project.reporting_currency
+    rates = ctx.lake.read_or_empty("ref_exchange_rates").select("currency").distinct().collect()
+    return sorted({reporting, *[r[0] for r in rates]})
+
+
+def _limits(ctx: RunContext) -> dict[str, float]:
+    return {r["limit_name"]: float(r["limit_value"]) for r in ctx.config.refdata.get("limits", [])}
+
+
+def _persisted(df: DataFrame) -> DataFrame:
+    from pyspark import StorageLevel
+
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+# ---------------------------------------------------------------------------------------- per source
+def silver_exchange_rates(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = E.prepare_versions(batch.rows, batch.source, "exchange_rates", strings=["currency"],
+                               numbers={"rate_to_usd": "double"}, dates=["rate_date"])
+    typed = typed.withColumn("currency", F.upper("currency"))
+    reporting = ctx.config.project.reporting_currency
+    valid = typed.filter(F.col(REASON).isNull())
+    known = ctx.lake.read_or_empty("ref_exchange_rates").select("rate_date", "currency", "rate_to_usd")
+    pool = known.unionByName(valid.select("rate_date", "currency", "rate_to_usd"))
+    if reporting == "USD":  # the file quotes against USD: no cross rate needed
+        base = typed.select("rate_date").distinct().withColumn("_base", F.lit(1.0))
+    else:  # cross rate through the reporting currency's quote of the same day
+        base = pool.filter(F.col("currency") == reporting).groupBy("rate_date").agg(
+            F.first("rate_to_usd").alias("_base"))
+    typed = (typed.join(base, "rate_date", "left")
+             .withColumn("rate_to_reporting", F.col("rate_to_usd") / F.col("_base"))
+             .withColumn(REASON, F.when(F.col(REASON).isNull() & (F.col("rate_to_usd") <= 0), "bad_value")
+                         .when(F.col(REASON).isNull() & F.col("_base").isNull(), "missing_reporting_rate")
+                         .otherwise(F.col(REASON)))
+             .withColumn("_reject_detail", F.coalesce("_reject_detail", F.col(REASON))))
+    typed = _persisted(_outcome_by_key(typed.withColumn("_k", F.concat_ws("|", "rate_date", "currency")), "_k",
+                                       None))
+    cols = ["rate_date", "currency", "rate_to_usd", "rate_to_reporting"]
+    latest = typed.filter(F.col(OUTCOME) == "accepted").select(*cols)
+    info = ctx.lake.merge("ref_exchange_rates", latest, MergeSpec.upsert(
+        ["rate_date", "currency"], only_if_changed=changed_condition(["rate_to_usd", "rate_to_reporting"])))
+    result.tables["ref_exchange_rates"] = info.metrics.get("num_inserted", 0) + info.metrics.get("num_updated", 0)
+    result.counters["exchange_rates"] = batch.finish(typed)
+    typed.unpersist()
+
+
+def _latest_per_key(df: DataFrame, key: str) -> DataFrame:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(key).orderBy(F.col("_ingested_at").desc(), F.col("_record_id").desc())
+    return df.withColumn("_rn", F.row_number().over(w)).filter("_rn = 1").drop("_rn")
+
+
+def silver_stores(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = _persisted(_simple_outcome(E.prepare_versions(
+        batch.rows, batch.source, "stores", strings=["store_id", "store_name", "channel", "region", "country",
+                                                     "currency"], dates=["opened_date"])))
+    valid = _latest_per_key(typed.filter(F.col(OUTCOME) == "accepted"), "store_id")
+    merchants = valid.select(F.col("store_id").alias("merchant_id"), F.col("store_name").alias("merchant_name"),
+                             F.lower("channel").alias("channel"), "region", "country",
+                             F.upper("currency").alias("currency"), "opened_date")
+    cols = merchants.columns
+    info = ctx.lake.merge("dim_merchant", merchants, MergeSpec.upsert(
+        ["merchant_id"], only_if_changed=changed_condition(cols[1:])))
+    result.tables["dim_merchant"] = info.metrics.get("num_inserted", 0) + info.metrics.get("num_updated", 0)
+    channels = merchants.select("channel").where(F.col("channel").isNotNull()).distinct().withColumn(
+        "is_digital", F.col("channel").isin(list(DIGITAL_CHANNELS)))
+    ctx.lake.merge("dim_channel", channels, MergeSpec.insert_new(["channel"]))
+    result.counters["stores"] = batch.finish(typed)
+    typed.unpersist()
+
+
+def _scd2(ctx: RunContext, batch: SilverBatch, result: StageResult, *, table: str, key: str, sk: str,
+          typed: DataFrame, attributes: list[str]) -> None:
+    from pyspark.sql import functions as F
+
+    cfg = ctx.config.table(table)
+    valid = typed.filter(F.col(OUTCOME) == "accepted").select(key, "updated_at", *attributes)
+    valid = apply_pii(valid, cfg.pii, pii_salt())
+    existing = ctx.lake.read_or_empty(table)
+    source = scd2_merge_source(existing, valid, key=key, effective="updated_at", tracked=cfg.tracked,
+                               attributes=attributes, sk=sk)
+    info = ctx.lake.merge(table, source, scd2_merge_spec(sk, attributes))
+    result.tables[table] = sum(info.metrics.get(k, 0) for k in ("num_inserted", "num_updated", "num_deleted"))
+
+
+def silver_products(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    attrs = ["product_name", "brand", "category", "department", "unit_cost", "list_price"]
+    typed = _persisted(_simple_outcome(E.prepare_versions(
+        batch.rows, batch.source, "products", strings=["product_id", "product_name", "brand", "category",
+                                                       "department"],
+        numbers={"unit_cost": "decimal(18,4)", "list_price": "decimal(18,4)"}, effective="updated_at")))
+    _scd2(ctx, batch, result, table="dim_product", key="product_id", sk="product_sk", typed=typed, attributes=attrs)
+    result.counters["products"] = batch.finish(typed)
+    typed.unpersist()
+
+
+def silver_customers(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    strings = ["customer_id", "account_id", "first_name", "last_name", "email", "phone", "street_address",
+               "city", "region", "country", "loyalty_tier"]
+    typed = _persisted(_simple_outcome(E.prepare_versions(
+        batch.rows, batch.source, "customers", strings=strings, dates=["signup_date"], effective="updated_at")))
+    attrs = [c for c in strings if c != "customer_id"] + ["signup_date"]
+    _scd2(ctx, batch, result, table="dim_customer", key="customer_id", sk="customer_sk", typed=typed,
+          attributes=attrs)
+    # Accounts: the latest state of each account (SCD1).
+    accounts = _latest_per_key(typed.filter((F.col(OUTCOME) == "accepted") & F.col("account_id").isNotNull()),
+                               "account_id").select(
+        "account_id", "customer_id", F.col("signup_date").alias("opened_date"), "loyalty_tier",
+        F.lit("active").alias("status"), "updated_at")
+    info = ctx.lake.merge("dim_account", accounts, MergeSpec.upsert(
+        ["account_id"], only_if_changed="s.updated_at > t.updated_at"))
+    result.tables["dim_account"] = info.metrics.get("num_inserted", 0) + info.metrics.get("num_updated", 0)
+    result.counters["customers"] = batch.finish(typed)
+    typed.unpersist()
+
+
+def silver_promotions(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = E.prepare_versions(
+        batch.rows, batch.source, "promotions", strings=["promotion_id", "name", "promo_type", "channel"],
+        numbers={"discount_pct": "double", "response_window_days": "int", "cost_per_contact": "double"},
+        dates=["start_date", "end_date"])
+    raw = E.raw_cols(batch.source)
+    typed = _persisted(_simple_outcome(typed.withColumn(
+        "is_randomized", F.coalesce(E.parse_flag(raw["is_randomized"]) if "is_randomized" in raw else F.lit(None),
+                                    F.lit(False)))))
+    cols = ["promotion_id", "name", "promo_type", "discount_pct", "channel", "start_date", "end_date",
+            "response_window_days", "cost_per_contact", "is_randomized"]
+    valid = _latest_per_key(typed.filter(F.col(OUTCOME) == "accepted"), "promotion_id").select(*cols)
+    info = ctx.lake.merge("dim_promotion", valid, MergeSpec.upsert(
+        ["promotion_id"], only_if_changed=changed_condition(cols[1:])))
+    result.tables["dim_promotion"] = info.metrics.get("num_inserted", 0) + info.metrics.get("num_updated", 0)
+    result.counters["promotions"] = batch.finish(typed)
+    typed.unpersist()
+
+
+def silver_transactions(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = E.prepare_transactions(batch.rows, batch.source, known_currencies=_known_currencies(ctx),
+                                   limits=_limits(ctx), default_currency=ctx.config.project.reporting_currency)
+    existing = ctx.lake.read("stg_transactions") if ctx.lake.exists("stg_transactions") else None
+    typed = _persisted(_outcome_by_key(typed, "txn_id", existing))
+    accepted = typed.filter(F.col(OUTCOME) == "accepted")
+    sales = accepted.filter(F.col("txn_type") == "SALE").select(
+        "txn_id", "basket_id", "account_id", "customer_id", "product_id", "store_id", "quantity", "unit_price",
+        "amount", "currency", "txn_type", "payment_method", "posted_ts", "posted_date", "original_txn_id",
+        F.col("_batch_id").alias("batch_id"), F.col("_record_hash").alias("record_hash"))
+    info = ctx.lake.merge("stg_transactions", sales, MergeSpec.insert_new(["txn_id"]))
+    result.tables["stg_transactions"] = info.metrics.get("num_inserted", 0)
+    # Returns exported inline with the sales (negative lines) live with the other returns.
+    inline = accepted.filter(F.col("txn_type") == "RETURN").select(
+        F.col("txn_id").alias("return_id"), "original_txn_id", "customer_id", "product_id", "store_id",
+        F.abs("quantity").alias("quantity"), F.abs("amount").cast("decimal(18,2)").alias("amount"), "currency",
+        F.col("posted_ts").alias("returned_ts"), F.lit(None).cast("string").alias("reason"),
+        F.col("original_txn_id").isNotNull().alias("is_linked"), F.col("_batch_id").alias("batch_id"))
+    info = ctx.lake.merge("stg_returns", inline, MergeSpec.insert_new(["return_id"]))
+    if info.changed:
+        result.tables["stg_returns"] = result.tables.get("stg_returns", 0) + info.metrics.get("num_inserted", 0)
+    result.counters["transactions"] = batch.finish(typed, amount_col="amount")
+    _write_txn_file_audit(ctx, typed)
+    typed.unpersist()
+
+
+def _write_txn_file_audit(ctx: RunContext, typed: DataFrame) -> None:
+    """Per landed transactions file: landed, accepted, quarantined, duplicate rows and accepted amount."""
+    from pyspark.sql import functions as F
+
+    per_file = typed.groupBy("_source_sha256").agg(
+        F.first(F.regexp_extract("_source_file", r"([^/]+)$", 1)).alias("file_name"),
+        F.first("_batch_id").alias("batch_id"),
+        F.count(F.lit(1)).alias("rows_landed"),
+        F.sum(F.when(F.col(OUTCOME) == "accepted", 1).otherwise(0)).cast("bigint").alias("rows_accepted"),
+        F.sum(F.when(F.col(OUTCOME) == "quarantined", 1).otherwise(0)).cast("bigint").alias("rows_quarantined"),
+        F.sum(F.when(F.col(OUTCOME) == "duplicate", 1).otherwise(0)).cast("bigint").alias("rows_duplicate"),
+        F.sum(F.when(F.col(OUTCOME) == "accepted", F.col("amount"))).cast("decimal(18,2)").alias("amount_accepted"),
+    ).select(F.col("_source_sha256").alias("sha256"), "file_name", "batch_id", "rows_landed", "rows_accepted",
+             "rows_quarantined", "rows_duplicate", "amount_accepted",
+             F.when(F.col("rows_quarantined") > 0, "landed_with_rejections").otherwise("clean").alias("status"),
+             F.lit(ctx.started_at).cast("timestamp").alias("checked_at"))
+    ctx.lake.merge("audit_txn_ingest", per_file, MergeSpec.insert_new(["sha256"]))
+
+
+def silver_returns(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = E.prepare_returns(batch.rows, batch.source, known_currencies=_known_currencies(ctx))
+    sales = ctx.lake.read_or_empty("stg_transactions").select(F.col("txn_id").alias("original_txn_id"),
+                                                               F.lit(True).alias("_sale_found"))
+    typed = typed.join(sales, "original_txn_id", "left").withColumn(
+        REASON, F.when(F.col(REASON).isNull() & F.col("original_txn_id").isNotNull() & F.col("_sale_found").isNull(),
+                       "orphan_return").otherwise(F.col(REASON))
+    ).withColumn("_reject_detail", F.when(F.col(REASON) == "orphan_return", F.concat(
+        F.lit("no sale line with txn_id "), F.col("original_txn_id"))).otherwise(F.col("_reject_detail")))
+    # Repeats inside the batch are duplicates; a return already in silver is skipped by the insert-only MERGE.
+    typed = _persisted(_outcome_by_key(typed, "return_id", None))
+    accepted = typed.filter(F.col(OUTCOME) == "accepted").select(
+        "return_id", "original_txn_id", "customer_id", "product_id", "store_id", "quantity", "amount", "currency",
+        "returned_ts", "reason", F.col("original_txn_id").isNotNull().alias("is_linked"),
+        F.col("_batch_id").alias("batch_id"))
+    info = ctx.lake.merge("stg_returns", accepted, MergeSpec.insert_new(["return_id"]))
+    result.tables["stg_returns"] = result.tables.get("stg_returns", 0) + info.metrics.get("num_inserted", 0)
+    result.counters["returns"] = batch.finish(typed, amount_col="amount")
+    typed.unpersist()
+
+
+def silver_promotion_exposures(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    typed = E.prepare_exposures(batch.rows, batch.source)
+    promos = ctx.lake.read_or_empty("dim_promotion").select("promotion_id", "is_randomized")
+    typed = typed.join(promos, "promotion_id", "left").withColumn(
+        REASON, F.when(F.col(REASON).isNull() & F.col("is_randomized").isNull(), "unknown_promotion")
+        .otherwise(F.col(REASON))).withColumn("_reject_detail", F.coalesce("_reject_detail", F.col(REASON)))
+    typed = _persisted(_outcome_by_key(typed, "exposure_id", None))
+    accepted = typed.filter(F.col(OUTCOME) == "accepted").select(
+        "exposure_id", "promotion_id", "customer_id", "arm", F.col("arm").isin(list(CONTROL_ARMS)).alias("is_control"),
+        "exposed_ts", "is_randomized")
+    info = ctx.lake.merge("fact_promotion_exposures", accepted, MergeSpec.insert_new(["exposure_id"]))
+    result.tables["fact_promotion_exposures"] = info.metrics.get("num_inserted", 0)
+    result.counters["promotion_exposures"] = batch.finish(typed)
+    typed.unpersist()
+
+
+HANDLERS = {
+    "exchange_rates": silver_exchange_rates, "stores": silver_stores, "products": silver_products,
+    "customers": silver_customers, "promotions": silver_promotions, "transactions": silver_transactions,
+    "returns": silver_returns, "promotion_exposures": silver_promotion_exposures,
+}
+
+
+def sync_refdata(ctx: RunContext, result: StageResult) -> None:
+    """Load the reference tables declared in conf; an unchanged one makes no new version."""
+    mapping = {"fee_schedule": "ref_fee_schedule", "limits": "ref_limits", "statuses": "dim_status"}
+    for key, table in mapping.items():
+        rows = ctx.config.refdata.get(key)
+        if not rows:
+            continue
+        df = ctx.lake.frame(table, rows)
+        cfg = ctx.config.table(table)
+        info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
+        if info.changed:
+            result.tables[table] = len(rows)
+
+
+def run_silver(ctx: RunContext) -> StageResult:
+    """Process every source's new bronze batches in dependency order."""
+    result = StageResult(STAGE)
+    sync_refdata(ctx, result)
+    log_rows: list[dict] = []
+    recon_rows: list[dict] = []
+    for name in ORDER + sorted(set(ctx.config.sources) - set(ORDER)):
+        if name not in ctx.config.sources:
+            continue
+        handler = HANDLERS.get(name)
+        if handler is None:
+            ctx.log.warning("source %s has no silver handler; its bronze rows stay in bronze", name)
+            continue
+        batch = SilverBatch(ctx, name)
+        if batch.rows is None:
+            continue
+        ctx.log.info("silver %s: %d new bronze batch(es)", name, len(batch.batches))
+        handler(ctx, batch, result)
+        log_rows += batch.log_rows
+        recon_rows += batch.recon_rows
+    if recon_rows:
+        ctx.lake.merge("stage_reconciliations", ctx.lake.frame("stage_reconciliations", recon_rows),
+                       MergeSpec.upsert(["stage", "source", "batch_id"]))
+    if log_rows:
+        # The batch log is written last: a crash before it means these batches are processed again, and
+        # every write above is an idempotent MERGE, so the rerun converges to the same tables.
+        ctx.lake.merge("ctl_batch_log", ctx.lake.frame("ctl_batch_log", log_rows),
+                       MergeSpec.upsert(["stage", "source", "batch_id"]))
+    return result
