@@ -117,7 +117,8 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
                 F.col("quantity") != 0, (F.col("amount") / F.col("quantity")).cast("decimal(18,4)"))))
             .withColumn("payment_method", F.coalesce(F.lower("payment_method"), F.lit("unknown")))
             .withColumn("posted_date", F.to_date("posted_ts")))
-    parsed_cols = {c: F.col(c) for c in parsed}
+    # Rules judge the parsed values themselves (expressions over the _raw_ copies), not the completed columns.
+    parsed_cols = dict(parsed)
     max_future = float(limits.get("max_future_days", 1))
     max_qty = float(limits.get("max_line_quantity", 10000))
     rules = _common_rules("transactions", source, raw, parsed_cols, types) + [
@@ -152,7 +153,7 @@ def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Se
     parsed["returned_ts"] = parse_timestamp(raw["returned_ts"], source.timestamp_format, source.timezone)
     df = _typed(df, parsed)
     types = {"quantity": "number", "amount": "number", "returned_ts": "timestamp"}
-    rules = _common_rules("returns", source, raw, {c: F.col(c) for c in parsed}, types) + [
+    rules = _common_rules("returns", source, raw, dict(parsed), types) + [
         Rule("unknown_currency", ~F.col("currency").isin(list(known_currencies)) | F.col("currency").isNull(),
              F.concat(F.lit("currency not in the exchange rates: "), F.coalesce(F.col("currency"), F.lit("NULL")))),
     ]
@@ -178,7 +179,7 @@ def prepare_versions(df: DataFrame, source: SourceConfig, name: str, *, strings:
                              if effective in raw else F.col("_ingested_at"))
         types[effective] = "timestamp"
     df = _typed(df, parsed)
-    return classify(df, _common_rules(name, source, raw, {c: F.col(c) for c in parsed}, types))
+    return classify(df, _common_rules(name, source, raw, dict(parsed), types))
 
 
 def prepare_exposures(df: DataFrame, source: SourceConfig) -> DataFrame:
@@ -190,7 +191,7 @@ def prepare_exposures(df: DataFrame, source: SourceConfig) -> DataFrame:
     parsed["arm"] = F.lower(clean_str(raw["arm"]))
     parsed["exposed_ts"] = parse_timestamp(raw["exposed_ts"], source.timestamp_format, source.timezone)
     df = _typed(df, parsed)
-    return classify(df, _common_rules("promotion_exposures", source, raw, {c: F.col(c) for c in parsed},
+    return classify(df, _common_rules("promotion_exposures", source, raw, dict(parsed),
                                       {"exposed_ts": "timestamp"}))
 
 
