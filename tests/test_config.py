@@ -353,6 +353,34 @@ def test_duplicate_sections_across_base_files(conf: Path) -> None:
     assert str(conf / "base" / "project.yaml") in problem.reason
 
 
+def test_mapping_sections_may_be_split_over_base_files(conf: Path) -> None:
+    write(conf / "base" / "tables_more.yaml", """
+        tables:
+          dim_store:
+            layer: silver
+            description: stores
+            grain: one row per store
+            keys: [store_id]
+            columns: {store_id: string}
+    """)
+    cfg = load_config(conf)
+    assert {"raw_transactions", "dim_customer", "dim_store"} <= set(cfg.tables)
+    clash = write(conf / "base" / "tables_clash.yaml", """
+        tables:
+          dim_customer:
+            layer: silver
+            description: again
+            grain: one row per customer
+            keys: [customer_id]
+            columns: {customer_id: string}
+    """)
+    with pytest.raises(ConfigError) as exc:
+        load_config(conf)
+    (problem,) = exc.value.problems
+    assert (problem.file, problem.key) == (str(clash), "tables.dim_customer")
+    assert "tables.yaml" in problem.reason
+
+
 def test_yaml_syntax_error_names_file_and_line(conf: Path) -> None:
     broken = write(conf / "local" / "broken.yaml", "spark:\n  spark.a: 1\n  spark.b: [1, 2\nengine: auto\n")
     repeated = write(conf / "local" / "repeated.yaml", "mlflow:\n  experiment: a\n  experiment: b\n")

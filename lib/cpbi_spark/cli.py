@@ -79,11 +79,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cpbi_spark.pipeline import PIPELINE, format_table_summary, run_stages, table_summary
+    from cpbi_spark.pipeline import all_stage_names, format_table_summary, run_stages, table_summary
     from cpbi_spark.tracking import tracked_run
 
+    names = all_stage_names()
+    if args.stage != "all" and args.stage not in names:
+        raise CpbiError(f"unknown stage {args.stage!r}; choose one of: all, {', '.join(names)}")
     ctx = _context(args, full_refresh=args.full_refresh)
-    stages = list(PIPELINE) if args.stage == "all" else [args.stage]
+    stages = names if args.stage == "all" else [args.stage]
     print(f"cpbi run {args.stage}: env={ctx.config.env}, run_id={ctx.run_id}, engine={ctx.lake.engine.name}")
     print(f"  landing: {ctx.config.storage.landing}\n  lakehouse: {ctx.config.storage.root}")
     with tracked_run(ctx.config, f"pipeline-{args.stage}", params={
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     r = sub.add_parser("run", help="run pipeline stages")
-    r.add_argument("stage", choices=["bronze", "silver", "gold", "all"])
+    r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...) or all")
     r.add_argument("--full-refresh", action="store_true", help="reprocess every bronze batch")
     r.add_argument("--summary", action="store_true", help="print every table's rows after the run")
     _common(r)

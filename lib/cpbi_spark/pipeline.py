@@ -40,18 +40,43 @@ STAGES: dict[str, Callable[[RunContext], StageResult]] = {"bronze": _bronze, "si
 PIPELINE = ("bronze", "silver", "gold")
 
 
+def analysis_names() -> list[str]:
+    from cpbi_spark.analytics import ANALYSES
+
+    return list(ANALYSES)
+
+
+def resolve_stage(name: str) -> Callable[[RunContext], StageResult]:
+    """A pipeline stage or a registered analysis, imported only when it runs."""
+    import importlib
+
+    from cpbi_spark.analytics import ANALYSES
+
+    if name in STAGES:
+        return STAGES[name]
+    if name in ANALYSES:
+        module, _, func = ANALYSES[name].partition(":")
+        return getattr(importlib.import_module(module), func)
+    raise PipelineError(f"unknown stage {name!r}; stages are {', '.join([*STAGES, *ANALYSES])}")
+
+
+def all_stage_names() -> list[str]:
+    return [*PIPELINE, *analysis_names()]
+
+
 def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], None] | None = None
                ) -> list[StageResult]:
-    """Run the named stages in pipeline order; each stage's summary goes to ``progress``."""
-    unknown = [n for n in names if n not in STAGES]
+    """Run the named stages (pipeline stages, then analyses) in order; summaries go to ``progress``."""
+    order = all_stage_names()
+    unknown = [n for n in names if n not in order]
     if unknown:
-        raise PipelineError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        raise PipelineError(f"unknown stage(s) {unknown}; stages are {', '.join(order)}")
     results = []
-    for name in [n for n in PIPELINE if n in names]:
+    for name in [n for n in order if n in names]:
         t0 = time.perf_counter()
         if progress:
             progress(f"[{name}] running ...")
-        result = STAGES[name](ctx)
+        result = resolve_stage(name)(ctx)
         result.counters["seconds"] = round(time.perf_counter() - t0, 2)
         if progress:
             progress(f"[{name}] done in {result.counters['seconds']:.1f} s: {result.summary()}")

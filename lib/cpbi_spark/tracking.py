@@ -43,7 +43,9 @@ def tracked_run(config: CpbiConfig, run_name: str, *, params: Mapping[str, Any] 
         location = artifacts.as_uri() if "://" not in config.storage.outputs else None
         mlflow.create_experiment(config.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(config.mlflow.experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:
+    # Inside a pipeline run (cpbi run all) an analysis is a child run of it.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested) as run:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         yield run

@@ -1,6 +1,7 @@
 """Load the cpbi configuration: base files, environment overlay, extra files, overrides.
 
-Order (later wins): ``conf/base/*.yaml`` (sorted; a top-level section belongs to one base file),
+Order (later wins): ``conf/base/*.yaml`` (sorted; a scalar section belongs to one base file, a mapping section such as
+``tables`` may be split over several files as long as each entry is defined once),
 ``conf/<env>/*.yaml`` (sorted), ``extra_files`` in the given order, then ``overrides``. Dicts
 merge recursively; lists and scalars replace. ``${VAR}`` / ``${VAR:-default}`` are expanded after
 the merge. Everything found wrong is collected and raised as one :class:`ConfigError`.
@@ -119,12 +120,24 @@ class _Loading:
         if not files:
             self.problem(str(base), "(folder)", "holds no *.yaml file")
         owners: dict[str, str] = {}
+        entries: dict[str, dict[str, str]] = {}  # section -> entry name -> file (mapping sections)
         for path in files:
             data = self._read(path)
             if data is None:
                 continue
             for section in list(data):
-                if section in owners:
+                value = data[section]
+                if section in owners and isinstance(value, dict) and section in entries:
+                    # A mapping section (tables, sources, analyses, ...) may be split over several base
+                    # files, e.g. one file of tables per domain; an entry belongs to one file.
+                    for entry in list(value):
+                        if entry in entries[section]:
+                            reason = f"already defined in {entries[section][entry]}; an entry belongs to one base file"
+                            self.problem(str(path), f"{section}.{entry}", reason)
+                            del value[entry]
+                        else:
+                            entries[section][entry] = str(path)
+                elif section in owners:
                     reason = (
                         f"section already defined in {owners[section]}; a section belongs to one base file"
                     )
@@ -132,6 +145,8 @@ class _Loading:
                     del data[section]  # keep the first definition, so later checks are not noise
                 else:
                     owners[section] = str(path)
+                    if isinstance(value, dict):
+                        entries[section] = {entry: str(path) for entry in value}
             self.merged.merge(data, str(path))
 
     def read_env(self, env: str) -> None:
