@@ -35,3 +35,37 @@ def spark():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+WORLD_SCALE, WORLD_SEED = 1.0, 42
+
+
+@pytest.fixture(scope="session")
+def gold_world(spark, tmp_path_factory):
+    """A generated retailer (scale 1, seed 42: ~100k lines) run through bronze, silver and gold once.
+
+    Analyses tests share it and check their results against ``manifest`` (the planted truths).
+    ``CPBI_TEST_WORLD=/path`` reuses a folder where that world was already generated and run
+    (``cpbi generate --scale 1 --seed 42 --out /path`` then ``cpbi run all`` with storage under it),
+    which saves ~3 minutes per local test session; CI always builds it fresh.
+    Yields ``(ctx, manifest)``.
+    """
+    import json
+
+    from cpbi_spark.pipeline import run_stages
+    from cpbi_spark.runtime import RunContext
+    from cpbi_spark.synth import generate
+
+    reuse = os.environ.get("CPBI_TEST_WORLD")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("gold_world")
+    overrides = {"storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
+                 "storage.outputs": str(root / "outputs")}
+    if reuse and (root / "lake").is_dir():
+        manifest = json.loads((root / "manifest.json").read_text())
+        assert manifest["scale"] == WORLD_SCALE and manifest["seed"] == WORLD_SEED, "CPBI_TEST_WORLD differs"
+        ctx = RunContext.create(env="ci", spark=spark, overrides=overrides)
+    else:
+        manifest = generate(root, scale=WORLD_SCALE, seed=WORLD_SEED, batch=1)
+        ctx = RunContext.create(env="ci", spark=spark, overrides=overrides)
+        run_stages(ctx, ["bronze", "silver", "gold"])
+    return ctx, manifest
