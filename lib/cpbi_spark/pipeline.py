@@ -76,8 +76,18 @@ def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], 
         t0 = time.perf_counter()
         if progress:
             progress(f"[{name}] running ...")
-        result = resolve_stage(name)(ctx)
+        for observer in ctx.observers:
+            observer.stage_started(ctx, name)
+        try:
+            result = resolve_stage(name)(ctx)
+        except BaseException as exc:
+            for observer in ctx.observers:
+                observer.stage_failed(ctx, name, exc)
+            raise
         result.counters["seconds"] = round(time.perf_counter() - t0, 2)
+        # Observers may veto promotion (a blocking data-quality check raises QualityError here).
+        for observer in ctx.observers:
+            observer.stage_finished(ctx, name, result)
         if progress:
             progress(f"[{name}] done in {result.counters['seconds']:.1f} s: {result.summary()}")
         results.append(result)

@@ -45,6 +45,23 @@ class StageResult:
         return f"{self.stage}: " + (", ".join(parts) if parts else "no table changed")
 
 
+class StageObserver:
+    """Hooks around every stage (platform records: logs, lineage, data quality, cost).
+
+    The default methods do nothing; an observer overrides what it needs. ``stage_finished``
+    may raise (e.g. :class:`cpbi_spark.errors.QualityError`) to stop promotion to the next stage.
+    """
+
+    def stage_started(self, ctx: RunContext, stage: str) -> None:
+        """Called before a stage runs."""
+
+    def stage_finished(self, ctx: RunContext, stage: str, result: StageResult) -> None:
+        """Called after a stage returned."""
+
+    def stage_failed(self, ctx: RunContext, stage: str, error: BaseException) -> None:
+        """Called when a stage raised; the error is re-raised afterwards."""
+
+
 @dataclass
 class RunContext:
     """Everything a stage needs; built once per job run."""
@@ -56,6 +73,7 @@ class RunContext:
     started_at: datetime
     full_refresh: bool = False
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cpbi"))
+    observers: list[StageObserver] = field(default_factory=list)
 
     @classmethod
     def create(

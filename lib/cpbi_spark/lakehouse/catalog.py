@@ -53,6 +53,7 @@ class Lakehouse:
         self.config = config
         self.engine = engine or make_engine(spark, config.engine)
         self.commits: list[CommitRecord] = []
+        self.reads: list[str] = []  # logical names read through the facade (lineage)
 
     # ------------------------------------------------------------------ names
     def path(self, name: str) -> str:
@@ -80,6 +81,7 @@ class Lakehouse:
         path = self.path(name)
         if not self.engine.exists(path):
             raise TableNotFound(f"table {name} does not exist yet at {path}; run the stage that writes it")
+        self.reads.append(name)
         return self.engine.read(path, version=version, timestamp=timestamp)
 
     def read_or_empty(self, name: str) -> DataFrame:
