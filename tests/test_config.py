@@ -299,7 +299,7 @@ def test_bad_config_reports_every_problem_with_file_and_key(conf: Path) -> None:
         (t, "tables.fct_sales.colums"): "did you mean 'columns'?",
         (t, "tables.Bad_Name"): "invalid name 'Bad_Name'",
         (t, "tables.Bad_Name.layer"): "should be 'bronze', 'silver', 'gold', 'insights' or 'platform'",
-        (s, "sources.transactions.format"): "should be 'csv', 'jsonl' or 'parquet'",
+        (s, "sources.transactions.format"): "should be 'csv', 'jsonl', 'parquet' or 'basket_lines'",
         (s, "sources.transactions.timezone"): "unknown time zone 'Mars/Olympus'",
         # cross-field checks
         (t, "tables.dim_customer.keys[1]"): "column 'customer_code' is not declared in columns",

@@ -18,10 +18,12 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Mapping, Sequence
 
 from cpbi_spark.config.merge import KeyPath
 from cpbi_spark.config.models import (
+    ENTITIES,
     DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS,
     SCD2_COLUMN_TYPES,
     SCD2_COLUMNS,
@@ -100,6 +102,32 @@ def check_source(
         (*where, "record_key"), source.record_key, source.columns, "the keys of columns", False
     )
     issues += _list_issues((*where, "not_null"), source.not_null, source.columns, "the keys of columns", False)
+    entity = source.entity_of(name)
+    if entity not in ENTITIES:
+        issues.append(((*where, "entity"), f"unknown entity {entity!r} (the source name is used when entity is "
+                                           f"not given); choose one of {', '.join(ENTITIES)}"))
+    if entity == "table":
+        if source.target_table is None:
+            issues.append(((*where, "target_table"), "entity 'table' needs target_table (a declared table)"))
+        elif table_names is not None and source.target_table not in table_names:
+            issues.append(((*where, "target_table"), f"table {source.target_table!r} is not declared in tables"))
+    elif source.target_table is not None:
+        issues.append(((*where, "target_table"), "only an entity 'table' source has a target_table"))
+    if source.format == "basket_lines" and set(source.columns) - {"items"}:
+        issues.append(((*where, "columns"), "a basket_lines file has one column per line: map only 'items'"))
+    for i, rule in enumerate(source.exclude):
+        if rule.column not in source.columns and rule.column not in source.fixed:
+            issues.append(((*where, "exclude", i, "column"), f"{rule.column!r} is not a mapped column"))
+        if not rule.values and rule.pattern is None:
+            issues.append(((*where, "exclude", i), "give values or a pattern"))
+        if rule.pattern is not None:
+            try:
+                re.compile(rule.pattern)
+            except re.error as exc:
+                issues.append(((*where, "exclude", i, "pattern"), f"not a regular expression: {exc}"))
+    for column in source.returns.id_prefix:
+        if column not in source.columns:
+            issues.append(((*where, "returns", "id_prefix", column), f"{column!r} is not a mapped column"))
     return issues
 
 

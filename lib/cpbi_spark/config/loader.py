@@ -170,6 +170,13 @@ class _Loading:
             return
         data = self._read(path)
         if data is not None:
+            info = data.get("mapping")
+            if isinstance(info, dict) and info.get("replaces_sources", True) and isinstance(data.get("sources"), dict):
+                # A source mapping (a file with a `mapping:` section) describes the user's export completely:
+                # it replaces the built-in sources instead of merging into them (whose columns would
+                # otherwise be required too). Other extra files merge like overlays.
+                self.merged.data.pop("sources", None)
+                self.merged._forget(("sources",))
             self.merged.merge(data, str(path))
 
     def _yaml_files(self, folder: Path) -> list[Path]:

@@ -81,21 +81,78 @@ class MlflowConfig(_Model):
     experiment: NonEmptyStr = "cpbi"
 
 
+Entity = Literal[
+    "transactions", "returns", "customers", "products", "stores", "exchange_rates", "promotions",
+    "promotion_exposures", "campaign_results", "table",
+]
+ENTITIES: tuple[str, ...] = (
+    "transactions", "returns", "customers", "products", "stores", "exchange_rates", "promotions",
+    "promotion_exposures", "campaign_results", "table",
+)
+
+
+class ExcludeRule(_Model):
+    """Lines to keep out of the facts (postage, fees, ...): counted and kept in the quarantine, never lost."""
+
+    column: ColumnName  # canonical column the rule looks at
+    values: Annotated[list[str], EmptyListIfNone] = Field(default_factory=list)  # exact values (trimmed)
+    pattern: NonEmptyStr | None = None  # or a regular expression matching the whole value
+    reason: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")] = "excluded"
+
+
+class ReturnRule(_Model):
+    """How an export marks returns and cancellations among its sale lines."""
+
+    negative_quantity: bool = False  # a negative quantity is a return (not an error)
+    # canonical column -> prefix, e.g. {basket_id: "C"} for invoice numbers of cancellations
+    id_prefix: Annotated[dict[ColumnName, NonEmptyStr], EmptyDictIfNone] = Field(default_factory=dict)
+
+
 class SourceConfig(_Model):
     """One logical landing source and how its file columns map to canonical names."""
 
-    format: Literal["csv", "jsonl", "parquet"]
+    # What the rows are; default: the source's own name (transactions, customers, ...).
+    entity: Entity | None = None
+    format: Literal["csv", "jsonl", "parquet", "basket_lines"]
     path: NonEmptyStr  # glob, relative to storage.landing unless absolute or a URI
     options: Annotated[dict[str, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
     bronze_table: Name
     columns: Annotated[dict[ColumnName, NonEmptyStr], EmptyDictIfNone]  # canonical -> column in file
-    record_key: Annotated[list[ColumnName], Field(min_length=1)]
+    record_key: Annotated[list[ColumnName], EmptyListIfNone] = Field(default_factory=list)
     # canonical columns that must not be empty (default: the entity's usual ids, see silver.entities)
     not_null: Annotated[list[ColumnName], EmptyListIfNone] = Field(default_factory=list)
     timestamp_format: NonEmptyStr | None = None
     timezone: TimeZone = "UTC"
     on_new_columns: Literal["evolve", "reject"] = "reject"
     required: bool = True
+    # a fixed currency for exports without a currency column
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    # file columns holding discounts as positive numbers (summed into discount_amount)
+    discounts: Annotated[list[NonEmptyStr], EmptyListIfNone] = Field(default_factory=list)
+    returns: ReturnRule = Field(default_factory=ReturnRule)
+    exclude: Annotated[list[ExcludeRule], EmptyListIfNone] = Field(default_factory=list)
+    # extra file columns kept as a JSON object of attributes (e.g. demographics of a customer)
+    attributes: Annotated[dict[ColumnName, NonEmptyStr], EmptyDictIfNone] = Field(default_factory=dict)
+    # canonical columns with one constant value (e.g. the promotion id of a campaign export)
+    fixed: Annotated[dict[ColumnName, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
+    # entity "table": the declared table the rows are typed into and merged on its keys
+    target_table: Name | None = None
+
+    def entity_of(self, name: str) -> str:
+        """The entity of this source (its ``entity``, else its name)."""
+        return self.entity or name
+
+    def file_columns(self) -> list[str]:
+        """Every column this mapping reads from the files, in mapping order, once."""
+        return list(dict.fromkeys([*self.columns.values(), *self.discounts, *self.attributes.values()]))
+
+
+class MappingInfo(_Model):
+    """Marks a configuration file as a source mapping of a retailer's export (``cpbi run --source FILE``)."""
+
+    name: NonEmptyStr
+    description: str = ""
+    replaces_sources: bool = True  # the mapping's sources replace the built-in ones
 
 
 class TableConfig(_Model):
@@ -133,6 +190,7 @@ class CpbiConfig(_Model):
     tables: Annotated[dict[Name, TableConfig], EmptyDictIfNone]
     refdata: Annotated[dict[Name, list[dict[str, Any]]], EmptyDictIfNone] = Field(default_factory=dict)
     analyses: Annotated[dict[str, dict[str, Any]], EmptyDictIfNone] = Field(default_factory=dict)
+    mapping: MappingInfo | None = None  # set when a source mapping file is loaded
 
     def _unknown(self, section: str, name: str, known: list[str]) -> ConfigError:
         hint = difflib.get_close_matches(name, known, n=1)
