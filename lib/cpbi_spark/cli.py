@@ -1,7 +1,7 @@
 """The ``cpbi`` command line.
 
 Examples:
-    cpbi generate --scale 1 --seed 42 --out ./cpbi-data/landing
+    cpbi generate --scale 1 --seed 42 --out ./cpbi-data
     cpbi config validate --env ci
     cpbi run all --env local
     cpbi run silver --full-refresh
@@ -58,7 +58,10 @@ def _context(args: argparse.Namespace, full_refresh: bool = False):
 def cmd_generate(args: argparse.Namespace) -> int:
     from cpbi_spark.synth import generate
 
-    manifest = generate(args.out, scale=args.scale, seed=args.seed, batch=args.batch, progress=print)
+    try:
+        manifest = generate(args.out, scale=args.scale, seed=args.seed, batch=args.batch, progress=print)
+    except ValueError as exc:  # e.g. the folder holds a batch made with other parameters
+        raise CpbiError(str(exc)) from exc
     counts = manifest.get("row_counts") or manifest.get("counts") or {}
     print(f"wrote landing files under {Path(args.out).resolve()}/landing and the manifest of planted truths")
     if counts:
