@@ -37,6 +37,7 @@ from cpbi_spark.config.field_types import (
     is_uri,
 )
 from cpbi_spark.config.masking import mask_secrets
+from cpbi_spark.config.platform import ExpectationSuiteConfig, PlatformConfig
 from cpbi_spark.errors import ConfigError, ConfigProblem
 
 Layer = Literal["bronze", "silver", "gold", "insights", "platform"]
@@ -137,6 +138,8 @@ class SourceConfig(_Model):
     fixed: Annotated[dict[ColumnName, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
     # entity "table": the declared table the rows are typed into and merged on its keys
     target_table: Name | None = None
+    # entity "campaign_results": arm values that mean "not contacted" (the control group)
+    control_arms: Annotated[list[NonEmptyStr], EmptyListIfNone] = Field(default_factory=list)
 
     def entity_of(self, name: str) -> str:
         """The entity of this source (its ``entity``, else its name)."""
@@ -191,6 +194,8 @@ class CpbiConfig(_Model):
     refdata: Annotated[dict[Name, list[dict[str, Any]]], EmptyDictIfNone] = Field(default_factory=dict)
     analyses: Annotated[dict[str, dict[str, Any]], EmptyDictIfNone] = Field(default_factory=dict)
     mapping: MappingInfo | None = None  # set when a source mapping file is loaded
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)  # platform sources A-D (conf/base/platform.yaml)
+    expectations: Annotated[dict[Name, ExpectationSuiteConfig], EmptyDictIfNone] = Field(default_factory=dict)
 
     def _unknown(self, section: str, name: str, known: list[str]) -> ConfigError:
         hint = difflib.get_close_matches(name, known, n=1)

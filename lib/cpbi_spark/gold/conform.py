@@ -63,7 +63,8 @@ def conform_transactions(sales: DataFrame, returns: DataFrame, customers: DataFr
     sale_lines = sales.select(
         F.col("txn_id").alias("transaction_id"), "account_id", "customer_id", "product_id", "amount", "currency",
         F.lit("SALE").alias("txn_type"), "posted_ts", "basket_id", "quantity", "unit_price",
-        F.col("store_id").alias("merchant_id"), F.lit(None).cast("string").alias("original_transaction_id"))
+        F.col("store_id").alias("merchant_id"), F.lit(None).cast("string").alias("original_transaction_id"),
+        F.col("discount_amount") if "discount_amount" in sales.columns else F.lit(None).cast("decimal(18,2)").alias("discount_amount"))
     origin = sales.select(F.col("txn_id").alias("original_txn_id"), F.col("basket_id").alias("_basket"),
                           F.col("account_id").alias("_account"), F.col("unit_price").alias("_price"),
                           F.col("store_id").alias("_store"))
@@ -73,7 +74,8 @@ def conform_transactions(sales: DataFrame, returns: DataFrame, customers: DataFr
         F.lit("RETURN").alias("txn_type"), F.col("returned_ts").alias("posted_ts"),
         F.col("_basket").alias("basket_id"), (-F.col("quantity")).alias("quantity"),
         F.col("_price").alias("unit_price"), F.coalesce("store_id", "_store").alias("merchant_id"),
-        F.col("original_txn_id").alias("original_transaction_id"))
+        F.col("original_txn_id").alias("original_transaction_id"), F.lit(None).cast("decimal(18,2)").alias(
+            "discount_amount"))
     lines = sale_lines.unionByName(return_lines).withColumn("_date", F.to_date("posted_ts"))
     lines = as_of(lines, customers, key="customer_id", ts="posted_ts", sk="customer_sk")
     lines = as_of(lines, products, key="product_id", ts="posted_ts", sk="product_sk")
@@ -86,4 +88,6 @@ def conform_transactions(sales: DataFrame, returns: DataFrame, customers: DataFr
         F.round(F.col("amount") * F.col("rate_to_reporting"), 2).cast("decimal(18,2)").alias("amount_reporting"),
         F.lit(reporting_currency).alias("reporting_currency"), F.col("rate_to_reporting").alias("exchange_rate"),
         "customer_sk", "product_sk", "merchant_id", "channel",
-        F.date_format("_date", "yyyyMMdd").cast("int").alias("date_key"), "original_transaction_id")
+        F.date_format("_date", "yyyyMMdd").cast("int").alias("date_key"), "original_transaction_id",
+        F.round(F.col("discount_amount") * F.col("rate_to_reporting"), 2).cast("decimal(18,2)").alias(
+            "discount_amount_reporting"))

@@ -29,7 +29,9 @@ class LandingFile:
 def _filesystem(root: str):
     from pyarrow import fs as pafs
 
-    return pafs.FileSystem.from_uri(root if "://" in root else f"file://{root}")
+    if "://" not in root:  # a local path is not a URI: a space or '#' in it must not be URI-parsed
+        return pafs.LocalFileSystem(), root
+    return pafs.FileSystem.from_uri(root)
 
 
 def resolve(root: str, pattern: str) -> tuple[str, str]:

@@ -19,6 +19,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from cpbi_spark.ingest.files import LandingFile, read_first_line
 
@@ -31,6 +32,12 @@ EXTRA = "_extra_columns"
 CORRUPT = "_corrupt_record"
 SOURCE_FILE = "_source_file"
 _UNSAFE = re.compile(r"[ ,;{}()\n\t=]+")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?/*")
+
+
+def _same_file(spark_path: str, uri: str) -> bool:
+    """Spark's ``file:/a%20b`` (or ``s3a://``) spelling and the listing's ``/a b`` (``s3://``) are one file."""
+    return _SCHEME.sub("", unquote(spark_path)) == _SCHEME.sub("", uri)
 
 
 def safe_name(column: str) -> str:
@@ -48,7 +55,7 @@ class ReadOutcome:
 
 
 def _mapped_file_columns(source: SourceConfig) -> list[str]:
-    return list(dict.fromkeys(source.columns.values()))
+    return source.file_columns()
 
 
 def _check_header(uri: str, header: list[str], source: SourceConfig, outcome: ReadOutcome) -> bool:
@@ -132,14 +139,14 @@ def _read_jsonl(spark: SparkSession, source: SourceConfig, files: list[LandingFi
         by_uri[r[SOURCE_FILE]].append(r["k"])
     bad = []
     for f in files:
-        keys = next((sorted(v) for k, v in by_uri.items() if k.endswith(f.uri)), [])
+        keys = next((sorted(v) for k, v in by_uri.items() if _same_file(k, f.uri)), [])
         if keys and source.on_new_columns == "reject":
             outcome.rejected[f.uri] = f"new fields {keys} not in the mapping (on_new_columns: reject)"
             bad.append(f.uri)
         elif keys:
             outcome.drift[f.uri] = keys
     if bad:
-        raw = raw.filter(~F.col(SOURCE_FILE).isin([u for u in by_uri if any(u.endswith(b) for b in bad)]))
+        raw = raw.filter(~F.col(SOURCE_FILE).isin([u for u in by_uri if any(_same_file(u, b) for b in bad)]))
     df = raw.select(
         *[F.col("_m").getItem(c).alias(safe_name(c)) for c in mapped],
         F.when(F.size("_x") > 0, F.to_json("_x")).alias(EXTRA),
@@ -176,12 +183,30 @@ def _read_parquet(spark: SparkSession, source: SourceConfig, files: list[Landing
     return frames
 
 
+def _read_basket_lines(spark: SparkSession, source: SourceConfig, files: list[LandingFile],
+                       outcome: ReadOutcome) -> list[DataFrame]:
+    """One row per line (a basket); ``_row_position`` identifies the line within its file."""
+    from pyspark.sql import functions as F
+
+    items = safe_name(source.columns.get("items", "items"))
+    frames = []
+    for f in files:
+        # One read per file: the position is unique within a file, and the file name scopes it.
+        df = (spark.read.text(f.uri).withColumn(SOURCE_FILE, F.col("_metadata.file_path"))
+              .withColumn("_row_position", F.monotonically_increasing_id())
+              .filter(F.trim("value") != ""))
+        frames.append(df.select(F.col("value").alias(items), F.lit(None).cast("string").alias(EXTRA),
+                                F.lit(None).cast("string").alias(CORRUPT), SOURCE_FILE, "_row_position"))
+    return frames
+
+
 def read_source_files(spark: SparkSession, source: SourceConfig, files: list[LandingFile]) -> ReadOutcome:
     """Read ``files`` of one source as received; files that cannot be mapped are rejected, not read."""
     outcome = ReadOutcome(None)
     if not files:
         return outcome
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[source.format]
+    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet,
+              "basket_lines": _read_basket_lines}[source.format]
     frames = reader(spark, source, files, outcome)
     if frames:
         frame = frames[0]

@@ -49,12 +49,3 @@ def exclusion_rules(source: SourceConfig, values: dict[str, Column]) -> list[Rul
         detail = F.concat(F.lit(f"{rule.column} matches an exclusion rule: "), F.coalesce(col, F.lit("NULL")))
         rules.append(Rule(f"{EXCLUDED_PREFIX}{rule.reason}", hit, detail))
     return rules
-
-
-def attributes_json(source: SourceConfig, raw: dict[str, Column]) -> Column:
-    """The mapping's extra attributes as one JSON object string (NULL when none are mapped)."""
-    from pyspark.sql import functions as F
-
-    if not source.attributes:
-        return F.lit(None).cast("string")
-    return F.to_json(F.struct(*[raw[f"attr:{name}"].alias(name) for name in source.attributes]))

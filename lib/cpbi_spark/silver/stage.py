@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 STAGE = "silver"
 # Dependencies first: currencies before transactions, sales before the returns that link to them.
 ORDER = ["exchange_rates", "stores", "products", "customers", "promotions", "transactions", "returns",
-         "promotion_exposures"]
+         "promotion_exposures", "campaign_results", "table"]
 CONTROL_ARMS = ("control", "holdout", "no_contact", "no-contact", "none")
 DIGITAL_CHANNELS = ("online", "web", "mobile", "app", "ecommerce", "e-commerce")
 OUTCOME = "_outcome"
@@ -112,7 +112,8 @@ def _outcome_by_key(df: DataFrame, key: str, existing: DataFrame | None) -> Data
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy(key).orderBy("_ingested_at", "_record_id")
+    # Valid rows first: a rejected delivery of a key does not make a later valid one a repeat.
+    w = Window.partitionBy(key).orderBy(F.col(REASON).isNotNull(), "_ingested_at", "_record_id")
     valid = F.col(REASON).isNull()
     df = (df.withColumn("_rn", F.when(valid, F.row_number().over(w)))
             .withColumn("_first_hash", F.when(valid, F.first("_record_hash").over(w))))
@@ -121,13 +122,15 @@ def _outcome_by_key(df: DataFrame, key: str, existing: DataFrame | None) -> Data
     else:
         df = df.withColumn("_silver_hash", F.lit(None).cast("string"))
     dup = valid & (((F.col("_rn") > 1) & (F.col("_record_hash") == F.col("_first_hash")))
-                   | (F.col("_silver_hash") == F.col("_record_hash")))
+                   | F.coalesce(F.col("_silver_hash") == F.col("_record_hash"), F.lit(False)))  # no silver row: False
     conflict = valid & ~dup & ((F.col("_rn") > 1) | F.col("_silver_hash").isNotNull())
-    df = (df.withColumn(REASON, F.when(conflict, F.lit("conflicting_duplicate")).otherwise(F.col(REASON)))
-            .withColumn("_reject_detail", F.when(conflict, F.concat(
+    # Decide both before REASON is overwritten (``valid`` reads REASON).
+    df = df.withColumn("_dup", dup).withColumn("_conflict", conflict)
+    df = (df.withColumn(REASON, F.when(F.col("_conflict"), F.lit("conflicting_duplicate")).otherwise(F.col(REASON)))
+            .withColumn("_reject_detail", F.when(F.col("_conflict"), F.concat(
                 F.lit(f"{key} already seen with other values: "), F.col(key))).otherwise(F.col("_reject_detail"))))
     return df.withColumn(OUTCOME, F.when(F.col(REASON).isNotNull(), "quarantined")
-                         .when(dup, "duplicate").otherwise("accepted"))
+                         .when(F.col("_dup"), "duplicate").otherwise("accepted")).drop("_dup", "_conflict")
 
 
 def _simple_outcome(df: DataFrame) -> DataFrame:
@@ -229,11 +232,12 @@ def _scd2(ctx: RunContext, batch: SilverBatch, result: StageResult, *, table: st
 
 
 def silver_products(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
-    attrs = ["product_name", "brand", "category", "department", "unit_cost", "list_price"]
+    attrs = ["product_name", "brand", "category", "department", "unit_cost", "list_price", "attributes"]
     typed = _persisted(_simple_outcome(E.prepare_versions(
         batch.rows, batch.source, "products", strings=["product_id", "product_name", "brand", "category",
                                                        "department"],
-        numbers={"unit_cost": "decimal(18,4)", "list_price": "decimal(18,4)"}, effective="updated_at")))
+        numbers={"unit_cost": "decimal(18,4)", "list_price": "decimal(18,4)"}, effective="updated_at"
+    ).withColumn("attributes", E.attributes_json(batch.source))))
     _scd2(ctx, batch, result, table="dim_product", key="product_id", sk="product_sk", typed=typed, attributes=attrs)
     result.counters["products"] = batch.finish(typed)
     typed.unpersist()
@@ -245,8 +249,9 @@ def silver_customers(ctx: RunContext, batch: SilverBatch, result: StageResult) -
     strings = ["customer_id", "account_id", "first_name", "last_name", "email", "phone", "street_address",
                "city", "region", "country", "loyalty_tier"]
     typed = _persisted(_simple_outcome(E.prepare_versions(
-        batch.rows, batch.source, "customers", strings=strings, dates=["signup_date"], effective="updated_at")))
-    attrs = [c for c in strings if c != "customer_id"] + ["signup_date"]
+        batch.rows, batch.source, "customers", strings=strings, dates=["signup_date"], effective="updated_at"
+    ).withColumn("attributes", E.attributes_json(batch.source))))
+    attrs = [c for c in strings if c != "customer_id"] + ["signup_date", "attributes"]
     _scd2(ctx, batch, result, table="dim_customer", key="customer_id", sk="customer_sk", typed=typed,
           attributes=attrs)
     # Accounts: the latest state of each account (SCD1).
@@ -269,7 +274,7 @@ def silver_promotions(ctx: RunContext, batch: SilverBatch, result: StageResult) 
         numbers={"discount_pct": "double", "response_window_days": "int", "cost_per_contact": "double"},
         dates=["start_date", "end_date"])
     raw = E.raw_cols(batch.source)
-    typed = _persisted(_simple_outcome(typed.withColumn(
+    typed = _persisted(_simple_outcome(typed.withColumn("name", F.coalesce("name", "promotion_id")).withColumn(
         "is_randomized", F.coalesce(E.parse_flag(raw["is_randomized"]) if "is_randomized" in raw else F.lit(None),
                                     F.lit(False)))))
     cols = ["promotion_id", "name", "promo_type", "discount_pct", "channel", "start_date", "end_date",
@@ -293,9 +298,10 @@ def silver_transactions(ctx: RunContext, batch: SilverBatch, result: StageResult
     sales = accepted.filter(F.col("txn_type") == "SALE").select(
         "txn_id", "basket_id", "account_id", "customer_id", "product_id", "store_id", "quantity", "unit_price",
         "amount", "currency", "txn_type", "payment_method", "posted_ts", "posted_date", "original_txn_id",
-        F.col("_batch_id").alias("batch_id"), F.col("_record_hash").alias("record_hash"))
+        "discount_amount", F.col("_batch_id").alias("batch_id"), F.col("_record_hash").alias("record_hash"))
     info = ctx.lake.merge("stg_transactions", sales, MergeSpec.insert_new(["txn_id"]))
     result.tables["stg_transactions"] = info.metrics.get("num_inserted", 0)
+    derive_dimensions(ctx, accepted, result)
     # Returns exported inline with the sales (negative lines) live with the other returns.
     inline = accepted.filter(F.col("txn_type") == "RETURN").select(
         F.col("txn_id").alias("return_id"), "original_txn_id", "customer_id", "product_id", "store_id",
@@ -356,8 +362,10 @@ def silver_promotion_exposures(ctx: RunContext, batch: SilverBatch, result: Stag
     from pyspark.sql import functions as F
 
     typed = E.prepare_exposures(batch.rows, batch.source)
-    promos = ctx.lake.read_or_empty("dim_promotion").select("promotion_id", "is_randomized")
+    promos = ctx.lake.read_or_empty("dim_promotion").select("promotion_id", "is_randomized", "start_date")
+    # A targeting list without times: the exposure happened when the promotion started.
     typed = typed.join(promos, "promotion_id", "left").withColumn(
+        "exposed_ts", F.coalesce("exposed_ts", F.col("start_date").cast("timestamp"))).withColumn(
         REASON, F.when(F.col(REASON).isNull() & F.col("is_randomized").isNull(), "unknown_promotion")
         .otherwise(F.col(REASON))).withColumn("_reject_detail", F.coalesce("_reject_detail", F.col(REASON)))
     typed = _persisted(_outcome_by_key(typed, "exposure_id", None))
@@ -370,10 +378,108 @@ def silver_promotion_exposures(ctx: RunContext, batch: SilverBatch, result: Stag
     typed.unpersist()
 
 
+def derive_dimensions(ctx: RunContext, accepted: DataFrame, result: StageResult) -> None:
+    """Exports without product or customer files: build those dimensions from the transaction lines.
+
+    A product gets its name from the lines (first seen), a customer its country; both start at their
+    first line's time. When the mapping has a products/customers source, nothing is derived.
+    """
+    from pyspark.sql import functions as F
+
+    entities = {s.entity_of(n) for n, s in ctx.config.sources.items()}
+    lines = accepted
+    if "products" not in entities:
+        products = (lines.filter(F.col("product_id").isNotNull()).groupBy("product_id")
+                    .agg(F.min_by("product_name", F.coalesce("posted_ts", "_ingested_at")).alias("product_name"),
+                         F.min("posted_ts").alias("updated_at"), F.min("_ingested_at").alias("_ingested_at_min"))
+                    .withColumn("updated_at", F.coalesce("updated_at", "_ingested_at_min")))
+        incoming = products.select("product_id", "updated_at", "product_name",
+                                   *[F.lit(None).cast(t).alias(c) for c, t in (
+                                       ("brand", "string"), ("category", "string"), ("department", "string"),
+                                       ("unit_cost", "decimal(18,4)"), ("list_price", "decimal(18,4)"),
+                                       ("attributes", "string"))])
+        _merge_scd2(ctx, result, "dim_product", "product_id", "product_sk", incoming,
+                    ["product_name", "brand", "category", "department", "unit_cost", "list_price", "attributes"])
+    if "customers" not in entities:
+        customers = (lines.filter(F.col("customer_id").isNotNull()).groupBy("customer_id")
+                     .agg(F.min_by("country", F.coalesce("posted_ts", "_ingested_at")).alias("country"),
+                          F.min("posted_ts").alias("updated_at"), F.min("_ingested_at").alias("_ingested_at_min"))
+                     .withColumn("updated_at", F.coalesce("updated_at", "_ingested_at_min")))
+        strings = ["account_id", "first_name", "last_name", "email", "phone", "street_address", "city", "region",
+                   "loyalty_tier", "attributes"]
+        incoming = customers.select("customer_id", "updated_at", "country",
+                                    *[F.lit(None).cast("string").alias(c) for c in strings],
+                                    F.lit(None).cast("date").alias("signup_date"))
+        _merge_scd2(ctx, result, "dim_customer", "customer_id", "customer_sk", incoming,
+                    [*strings[:8], "country", "loyalty_tier", "signup_date", "attributes"])
+
+
+def _merge_scd2(ctx: RunContext, result: StageResult, table: str, key: str, sk: str, incoming: DataFrame,
+                attributes: list[str]) -> None:
+    cfg = ctx.config.table(table)
+    existing = ctx.lake.read_or_empty(table)
+    # Only keys not in the dimension yet: a derived record never overrides a delivered one.
+    incoming = incoming.join(existing.select(key).distinct(), key, "left_anti")
+    source = scd2_merge_source(existing, incoming, key=key, effective="updated_at", tracked=cfg.tracked,
+                               attributes=attributes, sk=sk)
+    info = ctx.lake.merge(table, source, scd2_merge_spec(sk, attributes))
+    if info.changed:
+        result.tables[table] = result.tables.get(table, 0) + info.metrics.get("num_inserted", 0)
+
+
+def silver_table(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    """A declared side table (entity ``table``): typed by its declared columns, merged on its keys."""
+    from pyspark.sql import functions as F
+
+    name = batch.source.target_table
+    cfg = ctx.config.table(name)
+    typed = E.prepare_table(batch.rows, batch.source, cfg.columns, cfg.keys)
+    typed = _persisted(_outcome_by_key(typed.withColumn("_key", F.concat_ws("|", *[F.col(k).cast("string")
+                                                                                  for k in cfg.keys])), "_key", None))
+    rows = typed.filter(F.col(OUTCOME) == "accepted").select(*cfg.columns)
+    others = [c for c in cfg.columns if c not in cfg.keys]
+    spec = (MergeSpec.upsert(list(cfg.keys), only_if_changed=changed_condition(others)) if others
+            else MergeSpec.insert_new(list(cfg.keys)))
+    info = ctx.lake.merge(name, rows, spec)
+    result.tables[name] = info.metrics.get("num_inserted", 0) + info.metrics.get("num_updated", 0)
+    result.counters[batch.name] = batch.finish(typed)
+    typed.unpersist()
+
+
+def silver_campaign_results(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
+    """A campaign test export: outcomes per customer, plus the promotion and its exposures."""
+    from pyspark.sql import functions as F
+
+    control = [a.lower() for a in (*batch.source.control_arms, *CONTROL_ARMS)]
+    typed = E.prepare_campaign_results(batch.rows, batch.source)
+    typed = typed.withColumn("_key", F.concat_ws("|", "customer_id", "promotion_id"))
+    typed = _persisted(_outcome_by_key(typed, "_key", None))
+    accepted = typed.filter(F.col(OUTCOME) == "accepted").withColumn(
+        "is_control", F.lower("arm").isin(control))
+    outcomes = accepted.select("customer_id", "promotion_id", "arm", "is_control", "visited", "converted", "spend",
+                               "attributes", F.col("_batch_id").alias("batch_id"))
+    info = ctx.lake.merge("fact_campaign_outcomes", outcomes, MergeSpec.insert_new(["customer_id", "promotion_id"]))
+    result.tables["fact_campaign_outcomes"] = info.metrics.get("num_inserted", 0)
+    promos = accepted.groupBy("promotion_id").agg(F.first("is_randomized").alias("is_randomized")).select(
+        "promotion_id", F.col("promotion_id").alias("name"), F.lit("campaign_test").alias("promo_type"),
+        F.lit(None).cast("double").alias("discount_pct"), F.lit(None).cast("string").alias("channel"),
+        F.lit(None).cast("date").alias("start_date"), F.lit(None).cast("date").alias("end_date"),
+        F.lit(None).cast("int").alias("response_window_days"), F.lit(None).cast("double").alias("cost_per_contact"),
+        "is_randomized")
+    ctx.lake.merge("dim_promotion", promos, MergeSpec.insert_new(["promotion_id"]))
+    exposures = accepted.select(F.concat_ws(":", "promotion_id", "customer_id").alias("exposure_id"), "promotion_id",
+                                "customer_id", F.lower("arm").alias("arm"), "is_control",
+                                F.lit(None).cast("timestamp").alias("exposed_ts"), "is_randomized")
+    ctx.lake.merge("fact_promotion_exposures", exposures, MergeSpec.insert_new(["exposure_id"]))
+    result.counters[batch.name] = batch.finish(typed)
+    typed.unpersist()
+
+
 HANDLERS = {
     "exchange_rates": silver_exchange_rates, "stores": silver_stores, "products": silver_products,
     "customers": silver_customers, "promotions": silver_promotions, "transactions": silver_transactions,
     "returns": silver_returns, "promotion_exposures": silver_promotion_exposures,
+    "campaign_results": silver_campaign_results, "table": silver_table,
 }
 
 
@@ -397,12 +503,13 @@ def run_silver(ctx: RunContext) -> StageResult:
     sync_refdata(ctx, result)
     log_rows: list[dict] = []
     recon_rows: list[dict] = []
-    for name in ORDER + sorted(set(ctx.config.sources) - set(ORDER)):
-        if name not in ctx.config.sources:
-            continue
-        handler = HANDLERS.get(name)
+    rank = {entity: i for i, entity in enumerate(ORDER)}
+    sources = sorted(ctx.config.sources.items(), key=lambda kv: (rank.get(kv[1].entity_of(kv[0]), len(ORDER)), kv[0]))
+    for name, source in sources:
+        entity = source.entity_of(name)
+        handler = HANDLERS.get(entity)
         if handler is None:
-            ctx.log.warning("source %s has no silver handler; its bronze rows stay in bronze", name)
+            ctx.log.warning("source %s (entity %s) has no silver handler; its rows stay in bronze", name, entity)
             continue
         batch = SilverBatch(ctx, name)
         if batch.rows is None:
