@@ -378,40 +378,34 @@ def silver_promotion_exposures(ctx: RunContext, batch: SilverBatch, result: Stag
     typed.unpersist()
 
 
-def derive_dimensions(ctx: RunContext, accepted: DataFrame, result: StageResult) -> None:
-    """Exports without product or customer files: build those dimensions from the transaction lines.
+def derive_dimensions(ctx: RunContext, lines: DataFrame, result: StageResult) -> None:
+    """Products and customers the master files do not know: build them from the transaction lines.
 
-    A product gets its name from the lines (first seen), a customer its country; both start at their
-    first line's time. When the mapping has a products/customers source, nothing is derived.
+    Exports often have no product or customer file (invoice lines), or one that covers only some of
+    them (demographics for a third of the households). A product gets its name from the lines (first
+    seen), a customer its country; both start at their first line's time. Keys already in the
+    dimension are left alone: a derived record never overrides a delivered one.
     """
     from pyspark.sql import functions as F
 
-    entities = {s.entity_of(n) for n, s in ctx.config.sources.items()}
-    lines = accepted
-    if "products" not in entities:
-        products = (lines.filter(F.col("product_id").isNotNull()).groupBy("product_id")
-                    .agg(F.min_by("product_name", F.coalesce("posted_ts", "_ingested_at")).alias("product_name"),
-                         F.min("posted_ts").alias("updated_at"), F.min("_ingested_at").alias("_ingested_at_min"))
-                    .withColumn("updated_at", F.coalesce("updated_at", "_ingested_at_min")))
-        incoming = products.select("product_id", "updated_at", "product_name",
-                                   *[F.lit(None).cast(t).alias(c) for c, t in (
-                                       ("brand", "string"), ("category", "string"), ("department", "string"),
-                                       ("unit_cost", "decimal(18,4)"), ("list_price", "decimal(18,4)"),
-                                       ("attributes", "string"))])
-        _merge_scd2(ctx, result, "dim_product", "product_id", "product_sk", incoming,
-                    ["product_name", "brand", "category", "department", "unit_cost", "list_price", "attributes"])
-    if "customers" not in entities:
-        customers = (lines.filter(F.col("customer_id").isNotNull()).groupBy("customer_id")
-                     .agg(F.min_by("country", F.coalesce("posted_ts", "_ingested_at")).alias("country"),
-                          F.min("posted_ts").alias("updated_at"), F.min("_ingested_at").alias("_ingested_at_min"))
-                     .withColumn("updated_at", F.coalesce("updated_at", "_ingested_at_min")))
-        strings = ["account_id", "first_name", "last_name", "email", "phone", "street_address", "city", "region",
-                   "loyalty_tier", "attributes"]
-        incoming = customers.select("customer_id", "updated_at", "country",
-                                    *[F.lit(None).cast("string").alias(c) for c in strings],
-                                    F.lit(None).cast("date").alias("signup_date"))
-        _merge_scd2(ctx, result, "dim_customer", "customer_id", "customer_sk", incoming,
-                    [*strings[:8], "country", "loyalty_tier", "signup_date", "attributes"])
+    def first_seen(key: str, attribute: str) -> DataFrame:
+        order = F.coalesce("posted_ts", "_ingested_at")
+        return (lines.filter(F.col(key).isNotNull()).groupBy(key)
+                .agg(F.min_by(attribute, order).alias(attribute), F.min(order).alias("updated_at")))
+
+    product_attrs = ["product_name", "brand", "category", "department", "unit_cost", "list_price", "attributes"]
+    types = {"unit_cost": "decimal(18,4)", "list_price": "decimal(18,4)"}
+    products = first_seen("product_id", "product_name").select(
+        "product_id", "updated_at", "product_name",
+        *[F.lit(None).cast(types.get(c, "string")).alias(c) for c in product_attrs[1:]])
+    _merge_scd2(ctx, result, "dim_product", "product_id", "product_sk", products, product_attrs)
+    customer_attrs = ["account_id", "first_name", "last_name", "email", "phone", "street_address", "city", "region",
+                      "country", "loyalty_tier", "signup_date", "attributes"]
+    customers = first_seen("customer_id", "country").select(
+        "customer_id", "updated_at", "country",
+        *[F.lit(None).cast("date" if c == "signup_date" else "string").alias(c)
+          for c in customer_attrs if c != "country"])
+    _merge_scd2(ctx, result, "dim_customer", "customer_id", "customer_sk", customers, customer_attrs)
 
 
 def _merge_scd2(ctx: RunContext, result: StageResult, table: str, key: str, sk: str, incoming: DataFrame,
