@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from cpbi_spark.analytics.requirements import missing_for
 from cpbi_spark.errors import ConfigError, IngestError
 from cpbi_spark.pipeline import run_stages
 from cpbi_spark.runtime import RunContext
@@ -95,6 +96,8 @@ def test_invoice_lines_mapping(spark, tmp_path):
         "United Kingdom"
     recon = ctx.lake.read("audit_recon").collect()
     assert all(r["status"] == "balanced" for r in recon), [r.asDict() for r in recon]
+    assert [missing_for(ctx, a) for a in ("baskets", "cohorts", "clv")] == [None, None, None]
+    assert missing_for(ctx, "uplift") == "the sources hold no promotion exposures (who was offered what)"
 
 
 def test_basket_lines_mapping(spark, tmp_path):
@@ -105,6 +108,8 @@ def test_basket_lines_mapping(spark, tmp_path):
     assert lines.filter(F.col("product_id") == "yogurt").count() == 2
     assert lines.filter(F.col("product_id") == "cream cheese").count() == 1  # items are trimmed
     assert lines.filter(F.col("customer_id").isNotNull() | F.col("basket_ts").isNotNull()).count() == 0
+    assert missing_for(ctx, "baskets") is None
+    assert missing_for(ctx, "cohorts") == "no transaction line has a customer id"
 
 
 def test_campaign_test_mapping(spark, tmp_path):
@@ -119,6 +124,8 @@ def test_campaign_test_mapping(spark, tmp_path):
     assert [(p["promotion_id"], p["is_randomized"]) for p in promo] == [("email_test", True)]
     exposures = ctx.lake.read("fact_promotion_exposures")
     assert exposures.filter("is_control").count() == 1 and exposures.count() == 5
+    assert missing_for(ctx, "uplift") is None
+    assert missing_for(ctx, "baskets") == "the sources hold no transaction lines"
 
 
 def test_missing_mapped_column_is_a_clear_error_and_loses_nothing(spark, tmp_path):

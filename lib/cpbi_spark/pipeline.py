@@ -64,6 +64,19 @@ def all_stage_names() -> list[str]:
     return [*PIPELINE, *analysis_names()]
 
 
+def _run_one(ctx: RunContext, name: str) -> StageResult:
+    """Run a stage; an analysis whose needs the data do not meet is skipped with the reason."""
+    from cpbi_spark.analytics.requirements import missing_for
+    from cpbi_spark.runtime import StageResult
+
+    if name not in STAGES:
+        reason = missing_for(ctx, name)
+        if reason:
+            ctx.log.warning("%s skipped: %s", name, reason)
+            return StageResult(name, counters={"skipped": reason})
+    return resolve_stage(name)(ctx)
+
+
 def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], None] | None = None
                ) -> list[StageResult]:
     """Run the named stages (pipeline stages, then analyses) in order; summaries go to ``progress``."""
@@ -79,7 +92,7 @@ def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], 
         for observer in ctx.observers:
             observer.stage_started(ctx, name)
         try:
-            result = resolve_stage(name)(ctx)
+            result = _run_one(ctx, name)
         except BaseException as exc:
             for observer in ctx.observers:
                 observer.stage_failed(ctx, name, exc)
