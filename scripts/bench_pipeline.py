@@ -3,11 +3,11 @@
 For every scale, on fresh temporary storage:
 
 1. ``cpbi generate --scale S --seed 42`` (batch 1; timed separately, not part of the pipeline time),
-2. ``cpbi run all`` on it (the full load),
+2. ``cpbi run pipeline`` on it (the full load),
 3. ``cpbi generate --batch 2`` into the same folder (timed separately),
-4. ``cpbi run all`` again (the incremental run: only the new files go through).
+4. ``cpbi run pipeline`` again (the incremental run: only the new files go through).
 
-Each pipeline run is a subprocess (``.venv/bin/cpbi run all --env ENV --set storage.root=...
+Each pipeline run is a subprocess (``.venv/bin/cpbi run pipeline --env ENV --set storage.root=...
 --set storage.landing=... --set storage.outputs=...``) whose process tree (the Python driver, its
 JVM and the JVM's Python workers) is sampled every 0.5 s for the peak resident memory. Per-stage
 seconds come from the ``[stage] done in X s`` lines the CLI prints, row counts from its table
@@ -91,7 +91,7 @@ def run_measured(cmd: list[str], env: dict[str, str], echo: bool, label: str) ->
 
 
 def parse_run(lines: list[str]) -> dict[str, Any]:
-    """Stage seconds, engine and the table summary printed by ``cpbi run all``."""
+    """Stage seconds, engine and the table summary printed by ``cpbi run pipeline``."""
     stages: dict[str, float] = {}
     tables: dict[str, dict[str, int | None]] = {}
     engine = None
@@ -189,8 +189,8 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
         return {"seconds": gen["seconds"], "peak_rss_mb": gen["peak_rss_mb"]}
 
     def pipeline(kind: str) -> dict[str, Any]:
-        print(f"scale {scale:g}: cpbi run all ({kind}) ...", flush=True)
-        cmd = [CPBI, "run", "all", "--env", args.env, *storage]
+        print(f"scale {scale:g}: cpbi run pipeline ({kind}) ...", flush=True)
+        cmd = [CPBI, "run", "pipeline", "--env", args.env, *storage]
         run = run_measured(cmd, env, echo=not args.quiet, label=f"{scale:g} {kind}")
         parsed = parse_run(run["output"])
         out = {
@@ -205,7 +205,7 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
         }
         if run["returncode"] != 0:
             out["output_tail"] = run["output"][-40:]
-            raise RuntimeError(f"cpbi run all ({kind}) failed with exit code {run['returncode']}:\n"
+            raise RuntimeError(f"cpbi run pipeline ({kind}) failed with exit code {run['returncode']}:\n"
                                + "\n".join(run["output"][-40:]))
         return out
 
@@ -232,7 +232,7 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time cpbi run all (full and incremental) at several scales.")
+    parser = argparse.ArgumentParser(description="Time cpbi run pipeline (full and incremental) at several scales.")
     parser.add_argument("--scales", default="1,10", help="comma-separated generator scales (default 1,10)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--env", default="local", help="configuration environment of the runs (default local)")
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "script": "scripts/bench_pipeline.py",
         "argv": sys.argv[1:] if argv is None else list(argv),
         "machine": machine(),
-        "notes": ("total_seconds = wall clock of the `cpbi run all` subprocess (JVM start, MLflow and the table "
+        "notes": ("total_seconds = wall clock of the `cpbi run pipeline` subprocess (JVM start, MLflow and the table "
                   "summary included); stage_seconds from its '[stage] done in X s' lines; peak_driver_rss_mb = "
                   f"peak resident memory of its process tree (python driver + JVM + python workers) sampled every "
                   f"{SAMPLE_SECONDS} s; generation is timed separately and not part of the pipeline times."),
