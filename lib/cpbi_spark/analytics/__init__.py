@@ -10,4 +10,6 @@ the data lack what it needs.
 from __future__ import annotations
 
 # name -> "module:function"; run in this order by ``cpbi run all`` after the pipeline stages.
-ANALYSES: dict[str, str] = {}
+ANALYSES: dict[str, str] = {
+    "cohorts": "cpbi_spark.analytics.cohorts.job:run",
+}
