@@ -85,11 +85,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cpbi_spark.pipeline import all_stage_names, format_table_summary, run_stages, table_summary
     from cpbi_spark.tracking import tracked_run
 
+    from cpbi_spark.pipeline import PIPELINE
+
     names = all_stage_names()
-    if args.stage != "all" and args.stage not in names:
-        raise CpbiError(f"unknown stage {args.stage!r}; choose one of: all, {', '.join(names)}")
+    if args.stage not in ("all", "pipeline") and args.stage not in names:
+        raise CpbiError(f"unknown stage {args.stage!r}; choose one of: all, pipeline, {', '.join(names)}")
     ctx = _context(args, full_refresh=args.full_refresh)
-    stages = names if args.stage == "all" else [args.stage]
+    # "pipeline" = bronze, silver, gold; "all" = the pipeline and every analysis.
+    stages = names if args.stage == "all" else list(PIPELINE) if args.stage == "pipeline" else [args.stage]
     print(f"cpbi run {args.stage}: env={ctx.config.env}, run_id={ctx.run_id}, engine={ctx.lake.engine.name}")
     print(f"  landing: {ctx.config.storage.landing}\n  lakehouse: {ctx.config.storage.root}")
     with tracked_run(ctx.config, f"pipeline-{args.stage}", params={
@@ -105,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mlflow.log_dict({r.stage: {"tables": r.tables, "counters": r.counters} for r in results},
                         "stage_results.json")
         run_id = run.info.run_id
-    if args.stage == "all" or args.summary:
+    if args.stage in ("all", "pipeline") or args.summary:
         print("\nTables (rows, Delta version):")
         print(format_table_summary(table_summary(ctx)))
     from cpbi_spark.tracking import tracking_uri
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     r = sub.add_parser("run", help="run pipeline stages")
-    r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...) or all")
+    r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...), pipeline (the three stages) or all")
     r.add_argument("--full-refresh", action="store_true", help="reprocess every bronze batch")
     r.add_argument("--summary", action="store_true", help="print every table's rows after the run")
     _common(r)
