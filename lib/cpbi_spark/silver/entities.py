@@ -182,8 +182,10 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
                                  for c in ("txn_id", "basket_id", "account_id", "customer_id", "product_id",
                                            "store_id", "payment_method", "original_txn_id", "product_name",
                                            "country", "channel")}
-    # Exports without a line id: the received values identify the line (an exact copy is a duplicate).
-    parsed["txn_id"] = F.coalesce(parsed["txn_id"], F.col("_record_hash"))
+    if "txn_id" not in raw:
+        # Exports without a line id: the received values identify the line (an exact copy is a duplicate).
+        # A mapped but empty txn_id stays empty and is quarantined as missing_key.
+        parsed["txn_id"] = F.col("_record_hash")
     parsed["quantity"] = qty
     parsed["unit_price"] = price
     parsed["amount"] = amount
