@@ -23,8 +23,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 from cpbi_spark.config.merge import KeyPath
 from cpbi_spark.config.models import (
-    ENTITIES,
     DEFAULT_MLFLOW_NEEDS_LOCAL_OUTPUTS,
+    ENTITIES,
     SCD2_COLUMN_TYPES,
     SCD2_COLUMNS,
     MlflowConfig,

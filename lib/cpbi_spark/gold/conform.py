@@ -64,7 +64,8 @@ def conform_transactions(sales: DataFrame, returns: DataFrame, customers: DataFr
         F.col("txn_id").alias("transaction_id"), "account_id", "customer_id", "product_id", "amount", "currency",
         F.lit("SALE").alias("txn_type"), "posted_ts", "basket_id", "quantity", "unit_price",
         F.col("store_id").alias("merchant_id"), F.lit(None).cast("string").alias("original_transaction_id"),
-        F.col("discount_amount") if "discount_amount" in sales.columns else F.lit(None).cast("decimal(18,2)").alias("discount_amount"))
+        F.col("discount_amount") if "discount_amount" in sales.columns
+        else F.lit(None).cast("decimal(18,2)").alias("discount_amount"))
     origin = sales.select(F.col("txn_id").alias("original_txn_id"), F.col("basket_id").alias("_basket"),
                           F.col("account_id").alias("_account"), F.col("unit_price").alias("_price"),
                           F.col("store_id").alias("_store"))

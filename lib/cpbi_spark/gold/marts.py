@@ -84,11 +84,13 @@ def settlements(sales: DataFrame, returns: DataFrame, fees: DataFrame) -> DataFr
     agg = both.groupBy("merchant_id", "business_date", "payment_method").agg(
         F.first("currency").alias("currency"), F.sum("is_sale").cast("bigint").alias("n_sales"),
         F.sum(1 - F.col("is_sale")).cast("bigint").alias("n_refunds"),
-        F.sum("gross").cast("decimal(18,2)").alias("gross_sales"), F.sum("refund").cast("decimal(18,2)").alias("refunds"))
+        F.sum("gross").cast("decimal(18,2)").alias("gross_sales"),
+        F.sum("refund").cast("decimal(18,2)").alias("refunds"))
     f = fees.select("payment_method", "fee_pct", "fee_fixed")
     return (agg.join(f, "payment_method", "left")
             .withColumn("fees", F.round(F.col("gross_sales") * F.coalesce("fee_pct", F.lit(0.0))
-                                        + F.col("n_sales") * F.coalesce("fee_fixed", F.lit(0.0)), 2).cast("decimal(18,2)"))
+                                        + F.col("n_sales") * F.coalesce("fee_fixed", F.lit(0.0)), 2)
+                        .cast("decimal(18,2)"))
             .withColumn("net_amount", (F.col("gross_sales") - F.col("refunds") - F.col("fees")).cast("decimal(18,2)"))
             .select("merchant_id", "business_date", "payment_method", "currency", "n_sales", "n_refunds",
                     "gross_sales", "refunds", "fees", "net_amount"))
@@ -145,7 +147,8 @@ def calendar(start, end) -> DataFrame:
     from pyspark.sql import functions as F
 
     spark = SparkSession.getActiveSession()
-    days = spark.range(1).select(F.explode(F.sequence(F.lit(start).cast("date"), F.lit(end).cast("date"))).alias("date"))
+    days = spark.range(1).select(
+        F.explode(F.sequence(F.lit(start).cast("date"), F.lit(end).cast("date"))).alias("date"))
     return days.select(
         F.date_format("date", "yyyyMMdd").cast("int").alias("date_key"), "date", F.year("date").alias("year"),
         F.quarter("date").alias("quarter"), F.month("date").alias("month"),

@@ -66,7 +66,8 @@ def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, inge
             .withColumn("_batch_id", F.lit(batch_id))
             .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
             .withColumn("_record_hash", record_hash(value_cols))
-            .withColumn("_record_id", F.concat_ws("-", F.lit(batch_id), F.monotonically_increasing_id().cast("string"))))
+            .withColumn("_record_id",
+                        F.concat_ws("-", F.lit(batch_id), F.monotonically_increasing_id().cast("string"))))
 
 
 def landed_checksums(ctx: RunContext, bronze_table: str) -> set[str]:

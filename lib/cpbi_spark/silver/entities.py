@@ -56,7 +56,8 @@ def with_raw(df: DataFrame, source: SourceConfig) -> DataFrame:
              if canon not in source.columns]
     cols += [F.col(f"`{safe_name(file_col)}`").alias(f"{ATTR_PREFIX}{name}")
              for name, file_col in source.attributes.items()]
-    cols += [F.col(f"`{safe_name(file_col)}`").alias(f"{DISC_PREFIX}{i}") for i, file_col in enumerate(source.discounts)]
+    cols += [F.col(f"`{safe_name(file_col)}`").alias(f"{DISC_PREFIX}{i}")
+             for i, file_col in enumerate(source.discounts)]
     return df.select("*", *cols)
 
 
@@ -220,7 +221,8 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     rules += [
         Rule("unknown_currency", ~F.col("currency").isin(list(known_currencies)) | F.col("currency").isNull(),
              F.concat(F.lit("currency not in the exchange rates: "), F.coalesce(F.col("currency"), F.lit("NULL")))),
-        Rule("future_date", F.col("posted_ts") > F.col("_ingested_at") + F.expr(f"INTERVAL {int(max_future * 86400)} SECONDS"),
+        Rule("future_date",
+             F.col("posted_ts") > F.col("_ingested_at") + F.expr(f"INTERVAL {int(max_future * 86400)} SECONDS"),
              F.concat(F.lit("posted after ingestion: "), F.col("posted_ts").cast("string"))),
         Rule("negative_quantity", (F.col("txn_type") == "SALE") & (F.col("quantity") < 0),
              F.concat(F.lit("a sale with quantity "), F.col("quantity").cast("string"))),
@@ -246,7 +248,8 @@ def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Se
     parsed["returned_ts"] = parse_timestamp(raw["returned_ts"], source.timestamp_format, source.timezone)
     df = _typed(df, parsed)
     types = {"quantity": "number", "amount": "number", "returned_ts": "timestamp"}
-    rules = _common_rules("returns", source, raw, dict(parsed), types) + [
+    rules = [
+        *_common_rules("returns", source, raw, dict(parsed), types),
         Rule("unknown_currency", ~F.col("currency").isin(list(known_currencies)) | F.col("currency").isNull(),
              F.concat(F.lit("currency not in the exchange rates: "), F.coalesce(F.col("currency"), F.lit("NULL")))),
     ]

@@ -99,7 +99,8 @@ class SilverBatch:
             counts = {k: int(r[k]) for k in totals}
             key = {"stage": STAGE, "source": self.name, "batch_id": r["_batch_id"], "run_id": ctx.run_id}
             log_rows.append({**key, **counts, "processed_at": ctx.started_at})
-            balanced = counts["rows_in"] == counts["rows_accepted"] + counts["rows_quarantined"] + counts["rows_duplicate"]
+            accounted = counts["rows_accepted"] + counts["rows_quarantined"] + counts["rows_duplicate"]
+            balanced = counts["rows_in"] == accounted
             recon_rows.append({**key, **counts, "amount_in": r["amount_in"] or Decimal(0),
                                "amount_accepted": r["amount_accepted"] or Decimal(0), "balanced": balanced})
         # Bookkeeping rows are written once for all sources at the end of the stage (see run_silver).
