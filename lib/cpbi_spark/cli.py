@@ -82,10 +82,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cpbi_spark.pipeline import all_stage_names, format_table_summary, run_stages, table_summary
+    from cpbi_spark.pipeline import PIPELINE, all_stage_names, format_table_summary, run_stages, table_summary
     from cpbi_spark.tracking import tracked_run
-
-    from cpbi_spark.pipeline import PIPELINE
 
     names = all_stage_names()
     if args.stage not in ("all", "pipeline") and args.stage not in names:
@@ -144,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     r = sub.add_parser("run", help="run pipeline stages")
-    r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...), pipeline (the three stages) or all")
+    r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...), "
+                                 "pipeline (the three stages) or all")
     r.add_argument("--full-refresh", action="store_true", help="reprocess every bronze batch")
     r.add_argument("--summary", action="store_true", help="print every table's rows after the run")
     _common(r)
