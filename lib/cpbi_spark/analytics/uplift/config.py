@@ -105,6 +105,17 @@ class ObservationalSettings(_Block):
         return self
 
 
+class CampaignSettings(_Block):
+    """Campaign test exports (gold ``fact_campaign_outcomes``): one row per customer with arm and outcomes.
+
+    Their pre-period features arrive as attributes: numeric ones become ``attr__<key>`` features,
+    text ones one-hot ``attr__<key>__<value>`` columns of their most frequent values.
+    """
+
+    segment_attribute: str | None = None  # attribute key of the readout segments; None: one segment 'unknown'
+    max_categories: Annotated[int, Field(ge=1, le=50)] = 10  # one-hot levels kept per text attribute
+
+
 class UpliftConfig(_Block):
     """``analyses.uplift``: experiment readout, uplift models, evaluation and targeting policy."""
 
@@ -136,6 +147,7 @@ class UpliftConfig(_Block):
     driver_max_rows: Annotated[int, Field(ge=1)] = 2_000_000
     spark_ml: SparkMlSettings = Field(default_factory=SparkMlSettings)
     observational: ObservationalSettings = Field(default_factory=ObservationalSettings)
+    campaign_outcomes: CampaignSettings = Field(default_factory=CampaignSettings)
     register_models: bool = True
 
     _lists = field_validator("promotions", "learners", "uplift_at", mode="before")(

@@ -334,8 +334,8 @@ def build_study_frame(units: DataFrame, sales: DataFrame, returns: DataFrame, li
 
 
 def feature_columns(columns: Sequence[str]) -> list[str]:
-    """The model features among ``columns``: base features, then channel, department and segment columns."""
-    extra = [c for c in columns if c.startswith(("channel_share__", "dept_share__", "segment__"))]
+    """The model features among ``columns``: base features, then channel, department, segment, attribute columns."""
+    extra = [c for c in columns if c.startswith(("channel_share__", "dept_share__", "segment__", ATTR_PREFIX))]
     return [c for c in BASE_FEATURES if c in columns] + extra
 
 
@@ -348,3 +348,80 @@ def sale_and_return_lines(transactions: DataFrame) -> tuple[DataFrame, DataFrame
     returns = transactions.filter(F.col("txn_type") == "RETURN").select(
         "transaction_id", "customer_id", "original_transaction_id", "posted_ts", "amount_reporting")
     return sales, returns
+
+
+# --------------------------------------------------------------------------- campaign test exports
+ATTR_PREFIX = "attr__"
+
+
+def _attribute_map(col: str = "attributes") -> Column:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType, StringType
+
+    return F.from_json(F.col(col), MapType(StringType(), StringType()))
+
+
+def attribute_profile(outcomes: DataFrame, max_categories: int) -> tuple[list[str], dict[str, list[str]]]:
+    """The attribute keys of ``fact_campaign_outcomes``: numeric keys, and text keys with their top values.
+
+    A key is numeric when every non-blank value parses as a number; text keys keep their
+    ``max_categories`` most frequent values (ties by value).
+    """
+    from pyspark.sql import functions as F
+
+    kv = (outcomes.select(F.explode(_attribute_map()).alias("key", "value"))
+          .withColumn("value", F.trim("value")).filter(F.col("value").isNotNull() & (F.col("value") != "")))
+    kinds = kv.groupBy("key").agg(F.count("*").alias("n"),
+                                  F.count(F.col("value").try_cast("double")).alias("n_numeric")).collect()
+    numeric = sorted(r["key"] for r in kinds if r["n"] == r["n_numeric"])
+    text = sorted(r["key"] for r in kinds if r["n"] != r["n_numeric"])
+    categories: dict[str, list[str]] = {k: [] for k in text}
+    if text:
+        rows = kv.filter(F.col("key").isin(text)).groupBy("key", "value").count().collect()
+        for r in sorted(rows, key=lambda r: (r["key"], -r["count"], r["value"])):
+            if len(categories[r["key"]]) < max_categories:
+                categories[r["key"]].append(r["value"])
+    return numeric, categories
+
+
+def attr_col(key: str, value: str | None = None) -> str:
+    return f"{ATTR_PREFIX}{slug(key)}" + (f"__{slug(value)}" if value is not None else "")
+
+
+def campaign_study_frame(outcomes: DataFrame, promotions: DataFrame, default_window_days: int, *,
+                         numeric: Sequence[str], categories: dict[str, list[str]],
+                         segment_attribute: str | None) -> DataFrame:
+    """One row per customer of a campaign test export, in the columns of :func:`build_study_frame`.
+
+    The export already holds the outcome of the test's response window: ``converted`` (else ``spend > 0``),
+    ``revenue = net_revenue = spend`` (returns are not in such exports), ``baskets`` = ``converted``.
+    There is no exposure time (``exposed_ts`` null); ``is_randomized`` and the window come from
+    ``dim_promotion``. Pre-period features are the export's attributes (see :func:`attribute_profile`).
+    """
+    from pyspark.sql import functions as F
+
+    promo = promotions.select("promotion_id", F.col("is_randomized").alias("_promo_randomized"),
+                              F.col("response_window_days").alias("_window"))
+    attrs = _attribute_map()
+    value = lambda k: F.trim(F.col("_attrs").getItem(k))  # noqa: E731
+    converted = F.coalesce(F.col("converted"), F.col("spend") > 0, F.lit(False)).cast("int")
+    revenue = F.coalesce(F.col("spend"), F.lit(0.0)).cast("double")
+    segment = F.coalesce(value(segment_attribute), F.lit("unknown")) if segment_attribute else F.lit("unknown")
+    return (
+        outcomes.filter(F.col("customer_id").isNotNull() & F.col("arm").isNotNull())
+        .join(promo, "promotion_id", "left").withColumn("_attrs", attrs)
+        .select(
+            F.concat_ws(":", "promotion_id", "customer_id").alias("unit_id"), "promotion_id", "customer_id",
+            F.lower(F.trim("arm")).alias("arm"), F.coalesce("is_control", F.lit(False)).alias("is_control"),
+            F.lit(True).alias("is_exposed"),
+            # an export whose promotion row is missing is not assumed to be randomised
+            F.coalesce("_promo_randomized", F.lit(False)).alias("is_randomized"),
+            F.lit(None).cast("timestamp").alias("exposed_ts"),
+            F.coalesce(F.col("_window").cast("int"), F.lit(int(default_window_days))).alias("window_days"),
+            converted.alias("converted"), converted.cast("long").alias("baskets"), revenue.alias("revenue"),
+            F.lit(0.0).alias("returned"), revenue.alias("net_revenue"), segment.alias("segment"),
+            *[F.coalesce(value(k).try_cast("double"), F.lit(0.0)).alias(attr_col(k)) for k in numeric],
+            *[F.coalesce((value(k) == v).cast("double"), F.lit(0.0)).alias(attr_col(k, v))
+              for k, values in sorted(categories.items()) for v in values],
+        )
+    )

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from cpbi_spark.analytics.uplift.study import Promotion
     from cpbi_spark.runtime import RunContext
 
-REQUIRED = ("fact_promotion_exposures", "fact_transactions")
+# exposures + transactions, or a campaign test export with outcomes per customer
+REQUIRED = (("fact_promotion_exposures", "fact_transactions"), ("fact_campaign_outcomes",))
 NO_CLEAR_ASSOCIATION = "no clear association (held-out permutation importance within 2 sd of zero)"
 SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
@@ -135,25 +136,51 @@ def _promotions(ctx: RunContext, cfg: UpliftConfig, units: DataFrame, dim: DataF
     return out
 
 
-def prepare(ctx: RunContext, cfg: UpliftConfig) -> StudyData | str:
-    """Study units with outcomes and features (Spark, persisted) and the promotions' design; or a skip reason."""
+def _campaign_frame(ctx: RunContext, cfg: UpliftConfig, dim: DataFrame) -> DataFrame | None:
+    """Units of campaign test exports (``fact_campaign_outcomes``), or None when there are none."""
+    from pyspark.sql import functions as F
+
+    from cpbi_spark.analytics.uplift import features as feat
+
+    if not ctx.lake.exists("fact_campaign_outcomes"):
+        return None
+    outcomes = ctx.lake.read("fact_campaign_outcomes")
+    if cfg.promotions:
+        outcomes = outcomes.filter(F.col("promotion_id").isin(list(cfg.promotions)))
+    if outcomes.limit(1).count() == 0:
+        return None
+    cs = cfg.campaign_outcomes
+    numeric, categories = feat.attribute_profile(outcomes, cs.max_categories)
+    return feat.campaign_study_frame(outcomes, dim, cfg.default_response_window_days, numeric=numeric,
+                                     categories=categories, segment_attribute=cs.segment_attribute)
+
+
+def _exposure_frame(ctx: RunContext, cfg: UpliftConfig, dim: DataFrame, exclude: list[str]
+                    ) -> tuple[DataFrame, dict[str, Promotion], list[DataFrame]] | None:
+    """Units of exposures + transactions (outcomes in the response window, pre-period features).
+
+    Returns the frame, its promotions and the frames to unpersist once the frame is materialised; None
+    when there are no exposures with a time or no transactions.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from cpbi_spark.analytics.uplift import features as feat
 
+    if not (ctx.lake.exists("fact_promotion_exposures") and ctx.lake.exists("fact_transactions")):
+        return None
     exposures = ctx.lake.read("fact_promotion_exposures")
-    dim = ctx.lake.read_or_empty("dim_promotion")
+    if exclude:  # promotions read from campaign test exports
+        exposures = exposures.filter(~F.col("promotion_id").isin(exclude))
     sales, returns = feat.sale_and_return_lines(ctx.lake.read("fact_transactions"))
-    sales = sales.persist(StorageLevel.MEMORY_AND_DISK)
     every_unit = feat.study_units(exposures, dim, cfg.default_response_window_days)
     units = every_unit
     if cfg.promotions:
         units = units.filter(F.col("promotion_id").isin(list(cfg.promotions)))
     promotions = _promotions(ctx, cfg, units, dim)
     if not promotions:
-        sales.unpersist()
-        return "no promotion exposures" + (f" for promotions {cfg.promotions}" if cfg.promotions else "")
+        return None
+    sales = sales.persist(StorageLevel.MEMORY_AND_DISK)
     comparison = feat.comparison_units(units, sales, [p for p, v in promotions.items() if v.use_comparison],
                                        seed=cfg.seed, max_per_promotion=cfg.observational.max_comparison_units)
     # Persisted because every feature branch joins them (the comparison sample would be redrawn otherwise).
@@ -175,15 +202,48 @@ def prepare(ctx: RunContext, cfg: UpliftConfig) -> StudyData | str:
         segments=segments, pre_period_days=cfg.pre_period_days, segment_column=fs.segment_column,
         outcomes=outcomes, exposed_outcomes=exposed_outcomes,
     )
+    return frame, promotions, [sales, study_units, outcomes]
+
+
+def prepare(ctx: RunContext, cfg: UpliftConfig) -> StudyData | str:
+    """Study units with outcomes and features (Spark, checkpointed) and the promotions' design; or a skip reason.
+
+    Units come from exposures + transactions and from campaign test exports (``fact_campaign_outcomes``,
+    outcomes per customer); a promotion found in an export is read from the export only.
+    """
+    from pyspark.sql import functions as F
+
+    from cpbi_spark.analytics.uplift import features as feat
+
+    dim = ctx.lake.read_or_empty("dim_promotion")
+    campaign = _campaign_frame(ctx, cfg, dim)
+    promotions: dict[str, Promotion] = {}
+    frames, cached = [], []
+    if campaign is not None:
+        promotions.update(_promotions(ctx, cfg, campaign, dim))
+        frames.append(campaign)
+    exposed = _exposure_frame(ctx, cfg, dim, sorted(promotions))
+    if exposed is not None:
+        promotions.update(exposed[1])
+        frames.append(exposed[0])
+        cached = exposed[2]
+    if not promotions:
+        return "no promotion exposures" + (f" for promotions {cfg.promotions}" if cfg.promotions else "")
+    frame = frames[0]
+    for other in frames[1:]:
+        frame = frame.unionByName(other, allowMissingColumns=True)
+    features = feat.feature_columns(frame.columns)
+    if len(frames) > 1:  # a feature of one source is absent (zero) for the units of the other
+        frame = frame.fillna(0.0, subset=features)
     # A local checkpoint materialises the units and cuts their lineage (a dozen joins): every later query
     # (summaries, model transforms, unions of scores) would otherwise re-plan it, and the plans grow to
     # megabytes on the Spark ML path.
     frame = frame.localCheckpoint(eager=True)
     n_units = {r["promotion_id"]: int(r["n"]) for r in frame.groupBy("promotion_id").agg(
         F.count("*").alias("n")).collect()}
-    for cached in (sales, study_units, outcomes):
-        cached.unpersist()
-    return StudyData(frame, promotions, feat.feature_columns(frame.columns), n_units)
+    for c in cached:
+        c.unpersist()
+    return StudyData(frame, promotions, features, n_units)
 
 
 @dataclass
@@ -266,9 +326,9 @@ def run(ctx: RunContext) -> StageResult:
 
     cfg = uplift_config(ctx.config)
     result = StageResult("uplift")
-    missing = [t for t in REQUIRED if not ctx.lake.exists(t)]
-    if missing:
-        return _skip(result, ctx, f"missing input tables {missing}: run the gold stage first")
+    if not any(all(ctx.lake.exists(t) for t in tables) for tables in REQUIRED):
+        return _skip(result, ctx, "missing input tables: fact_promotion_exposures and fact_transactions, or "
+                                  "fact_campaign_outcomes (run the gold stage first)")
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
