@@ -58,8 +58,10 @@ def gold_world(spark, tmp_path_factory):
 
     reuse = os.environ.get("CPBI_TEST_WORLD")
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("gold_world")
+    # The analyses do not read the platform records; tests/test_platform_*.py cover the recorder, so this
+    # larger world skips it (it would add Great Expectations suites and roll-ups to every stage).
     overrides = {"storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-                 "storage.outputs": str(root / "outputs")}
+                 "storage.outputs": str(root / "outputs"), "platform.enabled": "false"}
     if reuse and (root / "lake").is_dir():
         manifest = json.loads((root / "manifest.json").read_text())
         assert manifest["scale"] == WORLD_SCALE and manifest["seed"] == WORLD_SEED, "CPBI_TEST_WORLD differs"

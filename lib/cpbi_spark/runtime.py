@@ -41,6 +41,8 @@ class StageResult:
     counters: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        if self.counters.get("skipped"):
+            return f"{self.stage}: skipped ({self.counters['skipped']})"
         parts = [f"{name}={rows:,}" for name, rows in sorted(self.tables.items())]
         return f"{self.stage}: " + (", ".join(parts) if parts else "no table changed")
 
@@ -96,5 +98,9 @@ class RunContext:
         config = load_config(**kwargs)
         session = get_spark(config.spark, existing=spark, app_name=f"cpbi-{config.env}")
         started = datetime.now(timezone.utc)
-        return cls(session, config, Lakehouse(session, config), new_run_id(started), started,
-                   full_refresh=full_refresh)
+        ctx = cls(session, config, Lakehouse(session, config), new_run_id(started), started,
+                  full_refresh=full_refresh)
+        from cpbi_spark.platform import default_observers
+
+        ctx.observers.extend(default_observers(config))  # platform sources A-D (conf platform.enabled)
+        return ctx
