@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-from cpbi_spark.cli import main
+from cpbi_spark.cli import submit
 
 if __name__ == "__main__":
-    sys.exit(main(["run", "cohorts", *sys.argv[1:]]))
+    sys.exit(submit("cohorts", sys.argv[1:]))

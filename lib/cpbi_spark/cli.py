@@ -6,6 +6,8 @@ Examples:
     cpbi run all --env local
     cpbi run silver --full-refresh
     cpbi tables
+    cpbi status --last 3
+    cpbi sql "SELECT channel, count(*) AS lines FROM fact_transactions GROUP BY channel" --role analyst
 """
 
 from __future__ import annotations
@@ -86,11 +88,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cpbi_spark.tracking import tracked_run
 
     names = all_stage_names()
-    if args.stage not in ("all", "pipeline") and args.stage not in names:
-        raise CpbiError(f"unknown stage {args.stage!r}; choose one of: all, pipeline, {', '.join(names)}")
+    # "pipeline" = bronze, silver, gold; "all" = the pipeline and every analysis; "a,b" = those, in that order.
+    stages: list[str] = []
+    for word in filter(None, (w.strip() for w in args.stage.split(","))):
+        if word not in ("all", "pipeline") and word not in names:
+            raise CpbiError(f"unknown stage {word!r}; choose one of: all, pipeline, {', '.join(names)}")
+        stages += names if word == "all" else list(PIPELINE) if word == "pipeline" else [word]
+    if not stages:
+        raise CpbiError("no stage given; choose one of: all, pipeline, " + ", ".join(names))
     ctx = _context(args, full_refresh=args.full_refresh)
-    # "pipeline" = bronze, silver, gold; "all" = the pipeline and every analysis.
-    stages = names if args.stage == "all" else list(PIPELINE) if args.stage == "pipeline" else [args.stage]
     print(f"cpbi run {args.stage}: env={ctx.config.env}, run_id={ctx.run_id}, engine={ctx.lake.engine.name}")
     print(f"  landing: {ctx.config.storage.landing}\n  lakehouse: {ctx.config.storage.root}")
     with tracked_run(ctx.config, f"pipeline-{args.stage}", params={
@@ -106,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mlflow.log_dict({r.stage: {"tables": r.tables, "counters": r.counters} for r in results},
                         "stage_results.json")
         run_id = run.info.run_id
-    if args.stage in ("all", "pipeline") or args.summary:
+    if len(stages) > 1 or args.summary:
         print("\nTables (rows, Delta version):")
         print(format_table_summary(table_summary(ctx)))
     from cpbi_spark.tracking import tracking_uri
@@ -122,6 +128,55 @@ def cmd_tables(args: argparse.Namespace) -> int:
     ctx = _context(args)
     print(format_table_summary(table_summary(ctx, args.layer or None)))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cpbi_spark.platform.status import format_status, run_status
+
+    print(format_status(run_status(_context(args), last=args.last)))
+    return 0
+
+
+def _print_query(ctx, query: str, role: str, limit: int, out: str | None) -> None:
+    from cpbi_spark.sql import run_sql
+
+    df = run_sql(ctx, query, role)
+    if out:
+        rows = df.toPandas()
+        rows.to_csv(out, index=False)
+        print(f"{len(rows):,} row(s) written to {out}")
+    else:
+        df.show(limit, truncate=60)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from cpbi_spark.errors import AccessDenied
+
+    ctx = _context(args)
+    if args.query:
+        _print_query(ctx, args.query, args.role, args.limit, args.out)
+        return 0
+    # Interactive: statements end with ';' ; an empty line or 'exit' / Ctrl-D leaves.
+    print(f"cpbi sql as role {args.role!r}: tables are registered under their names when a query names them. "
+          "End statements with ';', leave with 'exit' or Ctrl-D.")
+    buffer: list[str] = []
+    while True:
+        try:
+            line = input("cpbi> " if not buffer else "  ... ")
+        except EOFError:
+            return 0
+        if not buffer and line.strip().lower() in ("exit", "quit", "\\q"):
+            return 0
+        buffer.append(line)
+        if line.rstrip().endswith(";"):
+            query = "\n".join(buffer).rstrip().rstrip(";")
+            buffer = []
+            try:
+                _print_query(ctx, query, args.role, args.limit, None)
+            except AccessDenied as exc:
+                print(f"error: {exc}")
+            except Exception as exc:  # a typo in one statement must not end the session
+                print(f"error: {str(exc).splitlines()[0]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run pipeline stages")
     r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...), "
-                                 "pipeline (the three stages) or all")
+                                 "pipeline (the three stages), all, or a comma-separated list such as silver,gold")
     r.add_argument("--full-refresh", action="store_true", help="reprocess every bronze batch")
     r.add_argument("--summary", action="store_true", help="print every table's rows after the run")
     _common(r)
@@ -153,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--layer", action="append", default=[])
     _common(t)
     t.set_defaults(func=cmd_tables)
+
+    st = sub.add_parser("status", help="the last runs: stages, rows, data quality, cost, incidents")
+    st.add_argument("--last", type=int, default=5, help="how many runs (newest first)")
+    _common(st)
+    st.set_defaults(func=cmd_status)
+
+    q = sub.add_parser("sql", help="Spark SQL over the tables, read as an access role (interactive without QUERY)")
+    q.add_argument("query", nargs="?", help='e.g. "SELECT channel, count(*) FROM fact_transactions GROUP BY 1"')
+    q.add_argument("--role", default="analyst", help="access role of platform.roles (default analyst)")
+    q.add_argument("--limit", type=int, default=20, help="rows shown (default 20)")
+    q.add_argument("--out", metavar="FILE.csv", help="write the whole result as CSV instead of showing it")
+    _common(q)
+    q.set_defaults(func=cmd_sql)
     return parser
 
 
@@ -167,6 +235,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CpbiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def submit(stage: str, argv: Sequence[str]) -> int:
+    """Entry point of the ``jobs/*.py`` files run by ``spark-submit``: ``cpbi run <stage> ARGS``.
+
+    ``--stages a,b`` in ``argv`` replaces ``stage``. The job owns its Spark application, so the
+    session is stopped before the process exits: executors of a cluster are released cleanly
+    instead of being killed by the JVM's shutdown hooks.
+
+    Example (``jobs/ingest_bronze.py``)::
+
+        sys.exit(submit("bronze", sys.argv[1:]))
+    """
+    args = list(argv)
+    if "--stages" in args:
+        at = args.index("--stages")
+        if at + 1 >= len(args):
+            print("error: --stages expects a comma-separated list, e.g. --stages bronze,silver,gold", file=sys.stderr)
+            return 2
+        stage = args[at + 1]
+        del args[at:at + 2]
+    try:
+        return main(["run", stage, *args])
+    finally:
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
 
 
 if __name__ == "__main__":
