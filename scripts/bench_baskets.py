@@ -147,6 +147,32 @@ def run_cpbi(spark, path: Path, min_support: float, max_len: int) -> dict:
             "peak_rss_mb": mem.peak / 2**20, "sets": sets}
 
 
+def run_cpbi_bounded(spark, path: Path, min_support: float, max_len: int, timeout: int | None) -> dict:
+    """:func:`run_cpbi`, its Spark jobs cancelled after ``timeout`` seconds; a failure is returned, not raised."""
+    from cpbi_spark.errors import AnalysisError
+
+    timer = threading.Timer(timeout, spark.sparkContext.cancelAllJobs) if timeout else None
+    t0 = time.perf_counter()
+    if timer:
+        timer.start()
+    try:
+        return {"completed": True, **run_cpbi(spark, path, min_support, max_len)}
+    except AnalysisError as exc:
+        return {"completed": False, "failure": f"AnalysisError: {exc}",
+                "seconds_until_failure": time.perf_counter() - t0}
+    except Exception as exc:  # a cancelled or failed Spark job: record it and go on with the report
+        cancelled = timer is not None and not timer.is_alive()
+        reason = f"cancelled after {timeout} s" if cancelled else f"{type(exc).__name__}: {str(exc)[:300]}"
+        return {"completed": False, "failure": reason, "seconds_until_failure": time.perf_counter() - t0}
+    finally:
+        if timer:
+            timer.cancel()
+
+
+def _write(report: dict, target: Path) -> None:
+    target.write_text(json.dumps(report, indent=2))
+
+
 def run_mlxtend(path: Path, min_support: float, max_len: int | None, timeout: int) -> dict:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     cmd = [sys.executable, "-c", MLXTEND_CHILD, str(path), str(min_support), str(max_len or "none"), str(out)]
@@ -174,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zipf", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--mlxtend-timeout", type=int, default=1800)
+    p.add_argument("--cpbi-timeout", type=int, default=None,
+                   help="cancel cpbi's Spark jobs after this many seconds (recorded as not completed)")
     p.add_argument("--skip-mlxtend-above", type=int, default=None, help="no mlxtend run above this many baskets")
     p.add_argument("--driver-memory", default="6g")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -194,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
               "versions": {"pyspark": pyspark.__version__, "mlxtend": mlxtend.__version__},
               "params": {"min_support": args.min_support, "max_len": args.max_len, "items": args.items,
                          "mean_items_per_basket": args.mean_items, "zipf_exponent": args.zipf, "seed": args.seed,
-                         "engine": "levelwise"},
+                         "engine": "levelwise", "cpbi_timeout_seconds": args.cpbi_timeout,
+                         "skip_mlxtend_above": args.skip_mlxtend_above,
+                         "mlxtend_timeout_seconds": args.mlxtend_timeout},
               "results": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"baskets-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     with tempfile.TemporaryDirectory(prefix="bench-baskets-") as tmp:
         # A warm-up on a tiny input, so the first size does not pay for JVM and Python worker start-up.
         warm = Path(tmp) / "warm.parquet"
@@ -208,7 +241,16 @@ def main(argv: list[str] | None = None) -> int:
             row = {"baskets": n, "lines": lines, "generate_seconds": round(time.perf_counter() - t0, 2),
                    "load_average_before": os.getloadavg()}
             print(f"[{n:,} baskets, {lines:,} lines] cpbi ...", flush=True)
-            cpbi = run_cpbi(spark, path, args.min_support, args.max_len)
+            cpbi = run_cpbi_bounded(spark, path, args.min_support, args.max_len, args.cpbi_timeout)
+            if not cpbi.get("completed", True):
+                # Recorded as it happened (guard stop, cancellation or error); mlxtend is not run then.
+                row["cpbi"], row["mlxtend"] = cpbi, {"completed": False, "failure": "not run (cpbi did not complete)"}
+                row["load_average_after"] = os.getloadavg()
+                print(json.dumps(row), flush=True)
+                report["results"].append(row)
+                _write(report, target)
+                path.unlink()
+                continue
             skip = args.skip_mlxtend_above is not None and n > args.skip_mlxtend_above
             if skip:
                 ml = {"completed": False, "failure": f"not run (--skip-mlxtend-above {args.skip_mlxtend_above})"}
@@ -226,12 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["ratio_cpbi_to_mlxtend_total"] = round(cpbi["seconds"] / ml["total_seconds"], 3)
             print(json.dumps(row), flush=True)
             report["results"].append(row)
+            _write(report, target)        # after every size: a later failure keeps what was measured
             path.unlink()
     report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"baskets-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    target.write_text(json.dumps(report, indent=2))
+    _write(report, target)
     print(f"wrote {target}")
     spark.stop()
     return 0

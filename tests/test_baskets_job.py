@@ -79,6 +79,54 @@ def test_planted_pairs_are_recovered_and_independent_pairs_are_not(baskets_run):
                 assert r["lift"] == pytest.approx(1.0, abs=0.1)
 
 
+METRICS = (("support", "support"), ("confidence", "confidence"), ("lift", "lift"), ("leverage", "leverage"),
+           ("conviction", "conviction"), ("zhang", "zhangs_metric"), ("jaccard", "jaccard"),
+           ("antecedent_support", "antecedent support"), ("consequent_support", "consequent support"))
+
+
+@pytest.mark.filterwarnings("ignore:Allowing arbitrary scalar fill_value:FutureWarning")
+@pytest.mark.parametrize("level,column", [("product", "product_id"), ("category", "category")])
+def test_itemsets_and_rule_metrics_equal_mlxtend_on_generated_data(baskets_run, level, column):
+    import math
+
+    import numpy as np
+    import pandas as pd
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+    from mlxtend.preprocessing import TransactionEncoder
+
+    ctx, _, _ = baskets_run
+    # Reference baskets straight from the gold lines (shipped config: no window, no exclusion, returned
+    # lines kept): one basket per basket_id, its distinct items at the level.
+    lines = ctx.lake.read("fact_basket_lines").select("basket_id", column).toPandas().dropna()
+    baskets = lines.groupby("basket_id")[column].apply(lambda s: sorted(set(s))).tolist()
+    n = len(baskets)
+    cfg = ctx.config.analyses["baskets"]
+    min_count = max(math.ceil(cfg["min_support"] * n), cfg["min_count"])
+    te = TransactionEncoder()
+    onehot = pd.DataFrame.sparse.from_spmatrix(te.fit(baskets).transform(baskets, sparse=True), columns=te.columns_)
+    # Half a basket below min_count: mlxtend's float comparison keeps exactly the sets with count >= min_count.
+    fi = fpgrowth(onehot, min_support=(min_count - 0.5) / n, use_colnames=True, max_len=cfg["max_len"])
+    ref_sets = {" | ".join(sorted(s)): round(sup * n) for s, sup in zip(fi["itemsets"], fi["support"], strict=True)}
+    ref_rules = association_rules(fi, num_itemsets=n, metric="confidence", min_threshold=0.0)
+
+    sets = _table(ctx, "basket_itemsets")
+    sets = sets[(sets["level"] == level) & (sets["segment_key"] == "all")]
+    assert dict(zip(sets["itemset_key"], sets["support_count"], strict=True)) == ref_sets
+    assert (sets["n_baskets"] == n).all() and (sets["size"] >= 2).sum() > 5
+    rules = _table(ctx, "basket_rules")
+    rules = rules[(rules["level"] == level) & (rules["segment_key"] == "all")].set_index(
+        ["antecedent_key", "consequent_key"])
+    ref_rules.index = pd.MultiIndex.from_arrays([ref_rules["antecedents"].map(lambda s: " | ".join(sorted(s))),
+                                                 ref_rules["consequents"].map(lambda s: " | ".join(sorted(s)))])
+    assert set(rules.index) == set(ref_rules.index) and len(rules) > 10
+    for ours_col, ref_col in METRICS:
+        ours = rules.loc[ref_rules.index, ours_col].to_numpy(dtype=float)
+        ref = ref_rules[ref_col].to_numpy(dtype=float)
+        finite = np.isfinite(ref)
+        assert (np.abs(ours[finite] - ref[finite]) <= 1e-9 * (1 + np.abs(ref[finite]))).all(), ours_col
+        assert (np.isinf(ours[np.isinf(ref)])).all() and (np.isnan(ours[np.isnan(ref)])).all(), ours_col
+
+
 def test_consequent_return_rates_match_the_planted_rates_and_rank_rules_down(baskets_run):
     ctx, manifest, _ = baskets_run
     rules = _table(ctx, "basket_rules")

@@ -187,3 +187,17 @@ def test_guard_checks_longer_levels_from_what_was_found(spark):
         mine_itemsets(_tx(spark, rows), MiningSpec(min_support=0.1, max_len=4, limits=limits))
     res = mine_itemsets(_tx(spark, rows), MiningSpec(min_support=0.1, max_len=3, limits=limits))
     assert res.n_itemsets == 9 + 36 + 84 + 1     # + the singleton z
+
+
+def test_guard_counts_work_over_candidate_items_only(spark):
+    # 200 baskets of 3 core items plus 20 items seen once each: the up-front bound over every item
+    # (C(23, 3) = 1,771 triples a basket) is far over the limit, the work over frequent items is not
+    # (one triple a basket). The run must go on and stay exact.
+    core = ["a", "b", "c"]
+    baskets = [core + [f"n{i}-{j}" for j in range(20)] for i in range(200)]
+    rows = [("s", f"b{i}", it) for i, b in enumerate(baskets) for it in b]
+    limits = Limits(max_itemsets=100, max_combinations=10_000, max_rules=10**6)
+    res = mine_itemsets(_tx(spark, rows), MiningSpec(min_support=0.1, max_len=3, limits=limits))
+    assert _ours(res, "s") == {frozenset("a"): 200, frozenset("b"): 200, frozenset("c"): 200,
+                               frozenset("ab"): 200, frozenset("ac"): 200, frozenset("bc"): 200,
+                               frozenset("abc"): 200}
