@@ -72,9 +72,10 @@ def test_learners_rank_the_planted_responsive_segment_on_top(name):
 def test_gbt_base_and_multi_arm_scores():
     df = simulate(12000, 2, PRM002, shares={"control": 0.4, "treatment_a": 0.3, "treatment_b": 0.3})
     arms = ["control", "treatment_a", "treatment_b"]
-    model = learners.make_learner("t_learner", "gbt", True, 0).fit(df[FEATURES].to_numpy(), _codes(df, arms),
-                                                                    df["converted"].to_numpy())
-    tau = model.predict(df[FEATURES].to_numpy())
+    with learners.threads_for(0):  # one native thread: the test shares 2 cores with a Spark session
+        model = learners.make_learner("t_learner", "gbt", True, 0).fit(df[FEATURES].to_numpy(), _codes(df, arms),
+                                                                        df["converted"].to_numpy())
+        tau = model.predict(df[FEATURES].to_numpy())
     assert tau.shape == (len(df), 2)
     b = pd.Series(tau[:, 1]).groupby(df["segment"].to_numpy()).mean()
     a = pd.Series(tau[:, 0]).groupby(df["segment"].to_numpy()).mean()
