@@ -55,14 +55,17 @@ CAMPAIGN = """recency,history_segment,history,mens,womens,zip_code,newbie,channe
 # by hand: 6 customers; 1 control (No E-Mail); 1 bad spend ("abc") quarantined.
 
 
-def _run(spark, tmp_path: Path, mapping: str, files: dict[str, str], stages=("bronze", "silver", "gold")):
+def _run(spark, tmp_path: Path, mapping: str, files: dict[str, str], stages=("bronze", "silver", "gold"),
+         platform: bool = False):
+    """Land ``files`` and run ``stages`` with ``mapping``. The platform recorder (sources A-D) is off
+    unless asked: these tests are about the mapping, and the Complete Journey test runs it on real data."""
     landing = tmp_path / "landing"
     landing.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (landing / name).write_text(text, encoding="utf-8")
     ctx = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / mapping], overrides={
         "storage.root": str(tmp_path / "lake"), "storage.landing": str(landing),
-        "storage.outputs": str(tmp_path / "outputs")})
+        "storage.outputs": str(tmp_path / "outputs"), "platform.enabled": str(platform).lower()})
     results = run_stages(ctx, list(stages))
     return ctx, results
 
@@ -197,3 +200,9 @@ def test_complete_journey_mapping_on_the_shared_export(spark, tmp_path):
     assert ctx.lake.read("fact_coupon_redemptions").count() > 0
     recon = ctx.lake.read("audit_recon").collect()
     assert all(r["status"] == "balanced" for r in recon), [r.asDict() for r in recon]
+    # The platform recorder ran on this real export: one successful job run per stage, quality checks recorded.
+    runs = {r["stage"]: r["status"] for r in ctx.lake.read("fact_job_runs").filter(F.col("run_id") == ctx.run_id)
+            .collect()}
+    assert runs == {"bronze": "succeeded", "silver": "succeeded", "gold": "succeeded"}
+    dq = ctx.lake.read("fact_data_quality").filter(F.col("run_id") == ctx.run_id)
+    assert dq.filter(F.col("dataset_id") == "stg_transactions").count() > 0

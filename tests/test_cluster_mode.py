@@ -32,8 +32,9 @@ SCALE, SEED = 0.02, 3
 
 def _zip_library(root: Path, out: Path) -> Path:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in (root / "lib" / "cpbi_spark").rglob("*.py"):
-            zf.write(path, path.relative_to(root / "lib"))
+        for path in sorted((root / "lib" / "cpbi_spark").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zf.write(path, path.relative_to(root / "lib"))
     return out
 
 

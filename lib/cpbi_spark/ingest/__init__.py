@@ -1,0 +1,1 @@
+"""Landing -> bronze: file discovery, readers per format, the idempotent bronze append."""
