@@ -3,7 +3,8 @@
 Modules, in the order the job uses them:
 
 * :mod:`.config` — the typed ``analyses.uplift`` / ``analyses.drivers`` settings;
-* :mod:`.features` — Spark transforms: study units, outcomes in the response window, pre-period features;
+* :mod:`.features` — Spark transforms: study units, outcomes in the response window, pre-period features,
+  units of campaign test exports;
 * :mod:`.readout` — experiment statistics (Welch, Newcombe, SRM, balance, multiple testing);
 * :mod:`.observational` — readouts of non-randomised promotions (naive and propensity-weighted);
 * :mod:`.learners` — T-, X- and DR-learners (scikit-learn on the driver) and a Spark ML T-learner;

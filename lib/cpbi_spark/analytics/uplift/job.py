@@ -3,7 +3,8 @@
 Uplift (per promotion with exposures):
 
 1. Spark builds one row per study unit (exposed customer, plus the comparison group of observational
-   promotions): outcomes in the response window, segment as of exposure, pre-period features.
+   promotions): outcomes in the response window, segment as of exposure, pre-period features; or, for a
+   campaign test export (``fact_campaign_outcomes``), the export's outcomes and attributes per customer.
 2. Readout from per-arm summaries aggregated by Spark: differences vs control with intervals, adjusted
    p-values, sample-ratio mismatch, covariate balance; observational promotions are labelled as such,
    with a propensity-weighted estimate and its overlap diagnostics.
@@ -104,7 +105,7 @@ def _skip(result: StageResult, ctx: RunContext, reason: str) -> StageResult:
 # --------------------------------------------------------------------------- uplift
 @dataclass
 class StudyData:
-    frame: DataFrame  # one row per unit (persisted)
+    frame: DataFrame  # one row per unit (local checkpoint)
     promotions: dict[str, Promotion]
     features: list[str]
     n_units: dict[str, int] = field(default_factory=dict)
