@@ -12,6 +12,7 @@ from __future__ import annotations
 # name -> "module:function"; run in this order by ``cpbi run all`` after the pipeline stages.
 ANALYSES: dict[str, str] = {
     "cohorts": "cpbi_spark.analytics.cohorts.job:run",
+    "baskets": "cpbi_spark.analytics.baskets.job:run",
     "uplift": "cpbi_spark.analytics.uplift.job:run",
     "drivers": "cpbi_spark.analytics.uplift.job:run_drivers",
 }
