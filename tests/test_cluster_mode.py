@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from cpbi_spark.config import load_config
 from cpbi_spark.synth import generate
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,8 @@ def cluster_run(repo_root, tmp_path_factory):
 
 
 def _table(root: Path, name: str) -> DeltaTable:
-    return DeltaTable(str(root / "lake" / name))
+    config = load_config(env="ci", overrides={"storage.root": str(root / "lake")})
+    return DeltaTable(config.table_path(name))  # read with delta-rs, not through the job's code path
 
 
 def test_pipeline_runs_on_a_multi_process_cluster(cluster_run):
@@ -86,8 +88,7 @@ def test_executors_ran_in_their_own_processes(cluster_run):
     assert len(cluster_run["apps"]) == 1 and len(executors) >= 2, executors
     logs = "".join((d / "stderr").read_text(errors="replace") for d in executors if (d / "stderr").exists())
     assert "CoarseGrainedExecutorBackend" in logs
-    lake = cluster_run["root"] / "lake"
-    assert list((lake / "raw_transactions").rglob("*.parquet")), "no parquet file under the table folder"
+    assert _table(cluster_run["root"], "raw_transactions").file_uris(), "no data file in the bronze table"
 
 
 def test_silver_and_gold_match_the_manifest(cluster_run):
