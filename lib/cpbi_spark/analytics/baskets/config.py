@@ -17,17 +17,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cpbi_spark.errors import ConfigError, ConfigProblem
+from cpbi_spark.analytics.settings import defining_file, flat_params, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
 
-SECTION = ("analyses", "baskets")
 DEFAULT_FILE = "conf/base/analysis_baskets.yaml"
 
 Level = Literal["product", "category", "department"]
@@ -162,17 +160,7 @@ class BasketsConfig(_Model):
 
     def params(self) -> dict[str, Any]:
         """Flat ``{dotted.key: value}`` for MLflow."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
-            else:
-                out[prefix] = value
-
-        walk("", self.model_dump(mode="json"))
-        return out
+        return flat_params(self)
 
 
 def min_count_for(n_baskets: int, min_support: float, min_count: int = 1) -> int:
@@ -188,66 +176,42 @@ def min_count_for(n_baskets: int, min_support: float, min_count: int = 1) -> int
     return max(math.ceil(exact), min_count, 1)
 
 
-def _defining_file(config: CpbiConfig) -> str:
-    """The YAML file that sets ``analyses.baskets`` (an environment overlay wins over base)."""
-    import yaml
-
-    found = str(Path(config.conf_dir) / "base" / "analysis_baskets.yaml")
-    folder = Path(config.conf_dir)
-    for sub in ("base", config.env):
-        for path in sorted((folder / sub).glob("*.yaml")):
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("analyses"), dict) and "baskets" in data["analyses"]:
-                found = str(path)
-    return found
-
-
 def validate_baskets_section(raw: Any, *, file: str = DEFAULT_FILE) -> BasketsConfig:
     """Validate a raw ``analyses.baskets`` mapping; raise one ConfigError with every problem.
 
     >>> validate_baskets_section(None).levels
     ['product']
+    >>> from cpbi_spark.errors import ConfigError
     >>> try:
     ...     validate_baskets_section({"min_support": 2, "levelz": []})
     ... except ConfigError as exc:
     ...     print(len(exc.problems))
     2
     """
-    from cpbi_spark.config.validation_errors import problems_from_validation_error
+    return validate_section(BasketsConfig, raw, "baskets", file, cross=_cross_problems)
 
-    problems: list[ConfigProblem] = []
-    parsed: BasketsConfig | None = None
-    try:
-        parsed = BasketsConfig.model_validate(raw if raw is not None else {})
-    except ValidationError as exc:
-        problems += problems_from_validation_error(exc, lambda _path: file, BasketsConfig, prefix=SECTION)
-    key = ".".join(SECTION)
-    if parsed is not None:
-        # Rules relating several keys, reported together with the per-key problems above.
-        w = parsed.window
-        if w.last_days is not None and (w.start is not None or w.end is not None):
-            problems.append(ConfigProblem(file, f"{key}.window.last_days",
-                                          "use either last_days or start/end, not both"))
-        if w.start is not None and w.end is not None and w.start > w.end:
-            problems.append(ConfigProblem(file, f"{key}.window.start", f"{w.start} is after end {w.end}"))
-        if len(set(parsed.levels)) != len(parsed.levels):
-            problems.append(ConfigProblem(file, f"{key}.levels", "levels must be distinct"))
-        if len(set(parsed.segments)) != len(parsed.segments):
-            problems.append(ConfigProblem(file, f"{key}.segments", "segments must be distinct"))
-        if parsed.evaluation.enabled and "product" not in parsed.levels:
-            problems.append(ConfigProblem(file, f"{key}.evaluation.enabled", (
-                "recommendations are products: add product to levels or set evaluation.enabled: false")))
-        if len(set(parsed.evaluation.ks)) != len(parsed.evaluation.ks):
-            problems.append(ConfigProblem(file, f"{key}.evaluation.ks", "k values must be distinct"))
-    if problems:
-        raise ConfigError(problems)
-    assert parsed is not None
-    return parsed
+
+def _cross_problems(parsed: BasketsConfig) -> list[tuple[str, str]]:
+    """Rules relating several keys, reported together with the per-key problems."""
+    out: list[tuple[str, str]] = []
+    w = parsed.window
+    if w.last_days is not None and (w.start is not None or w.end is not None):
+        out.append(("window.last_days", "use either last_days or start/end, not both"))
+    if w.start is not None and w.end is not None and w.start > w.end:
+        out.append(("window.start", f"{w.start} is after end {w.end}"))
+    if len(set(parsed.levels)) != len(parsed.levels):
+        out.append(("levels", "levels must be distinct"))
+    if len(set(parsed.segments)) != len(parsed.segments):
+        out.append(("segments", "segments must be distinct"))
+    if parsed.evaluation.enabled and "product" not in parsed.levels:
+        out.append(("evaluation.enabled",
+                    "recommendations are products: add product to levels or set evaluation.enabled: false"))
+    if len(set(parsed.evaluation.ks)) != len(parsed.evaluation.ks):
+        out.append(("evaluation.ks", "k values must be distinct"))
+    return out
 
 
 def baskets_config(config: CpbiConfig) -> BasketsConfig:
     """The validated ``analyses.baskets`` section of a loaded configuration (defaults when absent)."""
-    return validate_baskets_section(config.analyses.get("baskets"), file=_defining_file(config))
+    return validate_baskets_section(config.analyses.get("baskets"),
+                                    file=defining_file(config, "baskets", "analysis_baskets.yaml"))

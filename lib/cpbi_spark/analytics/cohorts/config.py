@@ -15,17 +15,15 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cpbi_spark.errors import ConfigError, ConfigProblem
+from cpbi_spark.analytics.settings import defining_file, flat_params, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
 
-SECTION = ("analyses", "cohorts")
 DEFAULT_FILE = "conf/base/analysis_cohorts.yaml"
 # The wide table declares one column per period: p00, p01, ... (see conf/base/tables_cohorts.yaml).
 WIDE_TABLE = "cohort_retention_wide"
@@ -112,34 +110,7 @@ class CohortsConfig(_Model):
 
     def params(self) -> dict[str, Any]:
         """Flat ``{dotted.key: value}`` for MLflow."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), v)
-            else:
-                out[prefix] = value
-
-        walk("", self.model_dump(mode="json"))
-        return out
-
-
-def _defining_file(config: CpbiConfig) -> str:
-    """The YAML file that sets ``analyses.cohorts`` (the environment overlay wins over base)."""
-    import yaml
-
-    found = DEFAULT_FILE
-    folder = Path(config.conf_dir)
-    for sub in ("base", config.env):
-        for path in sorted((folder / sub).glob("*.yaml")):
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("analyses"), dict) and "cohorts" in data["analyses"]:
-                found = str(path)
-    return found
+        return flat_params(self)
 
 
 def period_columns(config: CpbiConfig) -> list[str]:
@@ -155,39 +126,30 @@ def validate_cohorts_section(raw: Any, *, file: str = DEFAULT_FILE, n_period_col
     >>> validate_cohorts_section({"max_age": 3}).max_age
     3
     """
-    from cpbi_spark.config.validation_errors import problems_from_validation_error
 
-    problems: list[ConfigProblem] = []
-    parsed: CohortsConfig | None = None
-    try:
-        parsed = CohortsConfig.model_validate(raw if raw is not None else {})
-    except ValidationError as exc:
-        problems += problems_from_validation_error(exc, lambda _path: file, CohortsConfig, prefix=SECTION)
-    key = ".".join(SECTION)
-    if parsed is not None:
-        # Rules relating several keys: reported together with the per-key problems above.
+    def cross(parsed: CohortsConfig) -> list[tuple[str, str]]:
+        """Rules relating several keys, reported together with the per-key problems."""
+        out: list[tuple[str, str]] = []
         if n_period_columns is not None and parsed.max_age > n_period_columns - 1:
-            problems.append(ConfigProblem(file, f"{key}.max_age", (
+            out.append(("max_age", (
                 f"{parsed.max_age} periods do not fit the wide table {WIDE_TABLE}, which declares "
                 f"{n_period_columns} period columns (p00..p{n_period_columns - 1:02d}); lower max_age or "
                 "declare more pNN columns in conf/base/tables_cohorts.yaml")))
         if parsed.cohort_by == "first_purchase_week" and parsed.period_grain == "month":
-            problems.append(ConfigProblem(file, f"{key}.period_grain", (
+            out.append(("period_grain", (
                 "weekly cohorts need period_grain: week (a week cohort can start mid-month, so its month 0 "
                 "would mix ages)")))
         if parsed.clv.holdout_days < parsed.clv.time_unit_days:
-            problems.append(ConfigProblem(file, f"{key}.clv.holdout_days",
-                                          "must be at least one time unit (clv.time_unit_days)"))
+            out.append(("clv.holdout_days", "must be at least one time unit (clv.time_unit_days)"))
         if len(set(parsed.repeat.windows_days)) != len(parsed.repeat.windows_days):
-            problems.append(ConfigProblem(file, f"{key}.repeat.windows_days", "windows must be distinct"))
-    if problems:
-        raise ConfigError(problems)
-    assert parsed is not None
-    return parsed
+            out.append(("repeat.windows_days", "windows must be distinct"))
+        return out
+
+    return validate_section(CohortsConfig, raw, "cohorts", file, cross=cross)
 
 
 def cohorts_config(config: CpbiConfig) -> CohortsConfig:
     """The validated ``analyses.cohorts`` section of a loaded configuration (defaults when absent)."""
     raw = config.analyses.get("cohorts")
-    return validate_cohorts_section(raw, file=_defining_file(config),
+    return validate_cohorts_section(raw, file=defining_file(config, "cohorts", "analysis_cohorts.yaml"),
                                     n_period_columns=len(period_columns(config)) or None)

@@ -11,6 +11,7 @@ Example:
     (0.25, 'crossfit')
     >>> UpliftConfig.model_validate({"promotions": "PRM001,PRM002"}).promotions   # as from --set
     ['PRM001', 'PRM002']
+    >>> from cpbi_spark.errors import ConfigError
     >>> try:
     ...     parse_block(UpliftConfig, {"margin_rate": 2, "alpah": 0.1}, "uplift", "/conf/base/analysis_uplift.yaml")
     ... except ConfigError as exc:
@@ -28,12 +29,11 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cpbi_spark.errors import ConfigError, ConfigProblem
+from cpbi_spark.analytics.settings import defining_file, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
@@ -204,30 +204,18 @@ def _cross_problems(data: Any) -> list[tuple[str, str]]:
 
 def parse_block(model: type[M], data: Any, name: str, file: str) -> M:
     """Validate one ``analyses.<name>`` block; every problem goes into one ConfigError naming ``file``."""
-    from cpbi_spark.config.validation_errors import problems_from_validation_error
-
-    problems: list[ConfigProblem] = []
-    result: M | None = None
-    try:
-        result = model.model_validate(data or {})
-    except ValidationError as exc:
-        problems += problems_from_validation_error(exc, lambda _path: file, model, prefix=("analyses", name))
-    if model is UpliftConfig:
-        problems += [ConfigProblem(file, f"analyses.{name}.{key}", reason) for key, reason in _cross_problems(data)]
-    if problems or result is None:
-        raise ConfigError(problems or [ConfigProblem(file, f"analyses.{name}", "invalid")])
-    return result
+    return validate_section(model, data, name, file, cross_raw=_cross_problems if model is UpliftConfig else None)
 
 
-def _file(config: CpbiConfig) -> str:
-    return str(Path(config.conf_dir) / "base" / CONFIG_FILE)
+def _file(config: CpbiConfig, name: str) -> str:
+    return defining_file(config, name, CONFIG_FILE)
 
 
 def uplift_config(config: CpbiConfig) -> UpliftConfig:
     """The validated ``analyses.uplift`` block (defaults when absent)."""
-    return parse_block(UpliftConfig, config.analyses.get("uplift"), "uplift", _file(config))
+    return parse_block(UpliftConfig, config.analyses.get("uplift"), "uplift", _file(config, "uplift"))
 
 
 def drivers_config(config: CpbiConfig) -> DriversConfig:
     """The validated ``analyses.drivers`` block (defaults when absent)."""
-    return parse_block(DriversConfig, config.analyses.get("drivers"), "drivers", _file(config))
+    return parse_block(DriversConfig, config.analyses.get("drivers"), "drivers", _file(config, "drivers"))
