@@ -206,29 +206,22 @@ def compare_to_control(summary: pd.DataFrame, *, group: Sequence[str], alpha: fl
     statistic, df, p_value``.
     """
     rows = []
-    for key, g in summary.groupby(list(group), dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        controls = g[g["is_control"].astype(bool)]
-        if controls.empty:
-            continue
-        # One control arm per promotion is the design; with several, the largest is the reference.
-        c = controls.sort_values("n", ascending=False).iloc[0]
-        for _, t in g[~g["is_control"].astype(bool)].iterrows():
-            for metric, (col, kind) in metrics.items():
-                m_t, m_c = float(t[f"mean__{col}"]), float(c[f"mean__{col}"])
-                n_t, n_c = int(t["n"]), int(c["n"])
-                if kind == "rate":
-                    r = two_proportion_test(round(m_t * n_t), n_t, round(m_c * n_c), n_c, alpha)
-                else:
-                    v_t, v_c = float(t[f"var__{col}"]), float(c[f"var__{col}"])
-                    r = welch_test(m_t, 0.0 if math.isnan(v_t) else v_t, n_t, m_c,
-                                   0.0 if math.isnan(v_c) else v_c, n_c, alpha)
-                rows.append({**dict(zip(group, key, strict=True)), "arm": t["arm"], "control_arm": c["arm"],
-                             "metric": metric, "n": n_t, "value": m_t, "control_n": n_c, "control_value": m_c,
-                             "difference": r.difference,
-                             "relative_lift": r.difference / m_c if m_c else math.nan,
-                             "ci_low": r.ci_low, "ci_high": r.ci_high, "ci_method": r.method,
-                             "statistic": r.statistic, "df": r.df, "se": r.se, "p_value": r.p_value})
+    for key, t, c in _arms_vs_control(summary, group):
+        for metric, (col, kind) in metrics.items():
+            m_t, m_c = float(t[f"mean__{col}"]), float(c[f"mean__{col}"])
+            n_t, n_c = int(t["n"]), int(c["n"])
+            if kind == "rate":
+                r = two_proportion_test(round(m_t * n_t), n_t, round(m_c * n_c), n_c, alpha)
+            else:
+                v_t, v_c = float(t[f"var__{col}"]), float(c[f"var__{col}"])
+                r = welch_test(m_t, 0.0 if math.isnan(v_t) else v_t, n_t, m_c,
+                               0.0 if math.isnan(v_c) else v_c, n_c, alpha)
+            rows.append({**dict(zip(group, key, strict=True)), "arm": t["arm"], "control_arm": c["arm"],
+                         "metric": metric, "n": n_t, "value": m_t, "control_n": n_c, "control_value": m_c,
+                         "difference": r.difference,
+                         "relative_lift": r.difference / m_c if m_c else math.nan,
+                         "ci_low": r.ci_low, "ci_high": r.ci_high, "ci_method": r.method,
+                         "statistic": r.statistic, "df": r.df, "se": r.se, "p_value": r.p_value})
     return pd.DataFrame(rows)
 
 
@@ -254,20 +247,14 @@ def balance(summary: pd.DataFrame, covariates: Sequence[str], *, group: Sequence
             threshold: float = 0.1) -> pd.DataFrame:
     """Standardised mean differences of pre-period covariates, each non-control arm vs control."""
     rows = []
-    for key, g in summary.groupby(list(group), dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        controls = g[g["is_control"].astype(bool)]
-        if controls.empty:
-            continue
-        c = controls.sort_values("n", ascending=False).iloc[0]
-        for _, t in g[~g["is_control"].astype(bool)].iterrows():
-            for cov in covariates:
-                v_t, v_c = t[f"var__{cov}"], c[f"var__{cov}"]
-                d = smd(float(t[f"mean__{cov}"]), 0.0 if pd.isna(v_t) else float(v_t),
-                        float(c[f"mean__{cov}"]), 0.0 if pd.isna(v_c) else float(v_c))
-                rows.append({**dict(zip(group, key, strict=True)), "arm": t["arm"], "covariate": cov,
-                             "mean_arm": float(t[f"mean__{cov}"]), "mean_control": float(c[f"mean__{cov}"]),
-                             "smd": d, "flagged": bool(abs(d) > threshold)})
+    for key, t, c in _arms_vs_control(summary, group):
+        for cov in covariates:
+            v_t, v_c = t[f"var__{cov}"], c[f"var__{cov}"]
+            d = smd(float(t[f"mean__{cov}"]), 0.0 if pd.isna(v_t) else float(v_t),
+                    float(c[f"mean__{cov}"]), 0.0 if pd.isna(v_c) else float(v_c))
+            rows.append({**dict(zip(group, key, strict=True)), "arm": t["arm"], "covariate": cov,
+                         "mean_arm": float(t[f"mean__{cov}"]), "mean_control": float(c[f"mean__{cov}"]),
+                         "smd": d, "flagged": bool(abs(d) > threshold)})
     return pd.DataFrame(rows)
 
 
@@ -287,3 +274,17 @@ def describe(row: Mapping[str, object], causal: bool, alpha: float = 0.05) -> st
             verdict += "; not distinguishable from zero"
         return f"{text}: {verdict}"
     return f"{text}: an observed difference, NOT a causal effect (no randomised control group)"
+
+
+def _arms_vs_control(summary: pd.DataFrame, group: Sequence[str]):
+    """``(group key, treated arm row, control row)`` for every non-control arm of every group with a control.
+
+    One control arm per promotion is the design; with several, the largest is the reference.
+    """
+    for key, g in summary.groupby(list(group), dropna=False, sort=True):
+        controls = g[g["is_control"].astype(bool)]
+        if controls.empty:
+            continue
+        c = controls.sort_values("n", ascending=False).iloc[0]
+        for _, t in g[~g["is_control"].astype(bool)].iterrows():
+            yield (key if isinstance(key, tuple) else (key,)), t, c
