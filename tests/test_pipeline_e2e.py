@@ -23,9 +23,10 @@ SCALE, SEED = 0.05, 7
 
 
 def _context(spark, root: Path) -> RunContext:
+    # The platform recorder is covered by tests/test_platform_pipeline.py; off here to keep the suite short.
     return RunContext.create(env="ci", spark=spark, overrides={
         "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-        "storage.outputs": str(root / "outputs")})
+        "storage.outputs": str(root / "outputs"), "platform.enabled": "false"})
 
 
 def _versions(ctx: RunContext) -> dict[str, int]:
