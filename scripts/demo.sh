@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole thing on one machine: set up, generate a synthetic retailer's landing files, run the
-# pipeline (landing -> bronze -> silver -> gold) with the local configuration, and say where
-# everything is. Safe to run again: existing sample data is reused and the rerun changes no table.
+# pipeline (landing -> bronze -> silver -> gold) and the analyses (cohorts, baskets, uplift, drivers)
+# with the local configuration, and say where everything is. Safe to run again: existing sample data
+# is reused and the rerun changes no data table (the platform tables record the run).
 #
 #   bash scripts/demo.sh                 # sample data at scale 0.2 (~20k transaction lines)
 #   CPBI_SCALE=1 bash scripts/demo.sh    # ~100k lines; needs an empty ./cpbi-data (see below)
@@ -46,7 +47,7 @@ else
     used_scale="$SCALE"
 fi
 
-say "3/3 pipeline: cpbi run all --env local"
+say "3/3 pipeline and analyses: cpbi run all --env local"
 "$CPBI" run all --env local
 
 lake="$ROOT/cpbi-data/lakehouse"
@@ -67,9 +68,12 @@ cat <<EOF
   MLflow runs:             $mlflow_store
                            browse them: $mlflow_ui
   table catalog:           docs/tables.md
+  analyses (docs):         docs/cohorts.md, docs/baskets.md, docs/uplift.md; platform records: docs/platform.md
 
 ==> next
   list tables again:       .venv/bin/cpbi tables --env local
+  the last runs:           .venv/bin/cpbi status --env local --last 3
+  query as an analyst:     .venv/bin/cpbi sql --env local "SELECT antecedent_names, consequent_names, lift FROM basket_rules ORDER BY rule_rank LIMIT 10"
   add a later delivery:    .venv/bin/cpbi generate --batch 2 --scale $used_scale --seed $SEED --out $DATA
                            .venv/bin/cpbi run all --env local
   run the tests:           bash scripts/test.sh
