@@ -521,3 +521,14 @@ def test_show_masks_secrets(conf: Path) -> None:
     assert "hunter2" not in repr(shown) and "pepper" not in repr(shown)
     assert cfg.analyses["rfm"]["hash_salt"] == "pepper"  # the config itself is untouched
     assert mask_secrets({"db_password": None}) == {"db_password": None}
+
+
+def test_table_catalog_doc_is_up_to_date(repo_root):
+    # docs/tables.md is generated from the table declarations; a declaration changed without
+    # regenerating it (scripts/gen_table_docs.py) leaves analysts reading a wrong catalog.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "scripts/gen_table_docs.py", "--check"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
