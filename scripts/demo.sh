@@ -73,7 +73,7 @@ cat <<EOF
 ==> next
   list tables again:       .venv/bin/cpbi tables --env local
   the last runs:           .venv/bin/cpbi status --env local --last 3
-  query as an analyst:     .venv/bin/cpbi sql --env local "SELECT antecedent_names, consequent_names, lift FROM basket_rules ORDER BY rule_rank LIMIT 10"
+  query as an analyst:     .venv/bin/cpbi sql --env local "SELECT antecedent_names, consequent_names, lift FROM basket_rules WHERE level = 'product' AND segment_key = 'all' ORDER BY rule_rank LIMIT 10"
   add a later delivery:    .venv/bin/cpbi generate --batch 2 --scale $used_scale --seed $SEED --out $DATA
                            .venv/bin/cpbi run all --env local
   run the tests:           bash scripts/test.sh
