@@ -156,7 +156,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.query:
         _print_query(ctx, args.query, args.role, args.limit, args.out)
         return 0
-    # Interactive: statements end with ';' ; an empty line or 'exit' / Ctrl-D leaves.
+    # Interactive: statements end with ';'; 'exit' (or Ctrl-D) leaves.
     print(f"cpbi sql as role {args.role!r}: tables are registered under their names when a query names them. "
           "End statements with ';', leave with 'exit' or Ctrl-D.")
     buffer: list[str] = []
