@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import shlex
 import subprocess
 import sys
 
@@ -30,28 +31,49 @@ def _dag_jobs(repo_root) -> dict[str, list[tuple[str, str]]]:
 
 
 def _cron_jobs(repo_root) -> list[str]:
+    """``jobs/<file>.py [analysis]`` per entry of the cron script's loop."""
     text = (repo_root / CRON_FILE).read_text()
-    match = re.search(r"^for job in ([\w ]+); do", text, re.M)
+    match = re.search(r"^for job in (.+); do$", text, re.M)
     assert match, "the cron script's job loop was not found"
-    return [f"jobs/{name}.py" for name in match.group(1).split()]
+    out = []
+    for entry in shlex.split(match.group(1)):
+        file, *args = entry.split()
+        out.append(" ".join([f"jobs/{file}.py", *args]))
+    return out
 
 
-def test_dag_and_cron_run_the_stages_in_order(repo_root):
+def _stage_of(repo_root, job: str) -> str:
+    """The stage a scheduled job runs: its first argument, else the stage its file submits."""
+    file, *args = job.split()
+    if args:
+        return args[0]
+    match = re.search(r'submit\("([\w,]+)"', (repo_root / file).read_text())
+    assert match, f"{file} does not call submit(<stage>, ...)"
+    return match.group(1)
+
+
+def test_dag_and_cron_run_the_stages_then_every_analysis(repo_root):
+    from cpbi_spark.analytics import ANALYSES
+
     jobs = _dag_jobs(repo_root)
     stages = [job for _, job in jobs["STAGES"]]
-    assert stages == ["jobs/ingest_bronze.py", "jobs/bronze_to_silver.py", "jobs/silver_to_gold.py"]
+    assert [_stage_of(repo_root, job) for job in stages] == ["bronze", "silver", "gold"]
     cron = _cron_jobs(repo_root)
     assert cron[:3] == stages
-    assert set(cron[3:]) == {job for _, job in jobs["ANALYSES"]}
+    assert cron[3:] == [job for _, job in jobs["ANALYSES"]]
+    # every registered analysis is scheduled, each task runs the analysis it is named after
+    assert [_stage_of(repo_root, job) for _, job in jobs["ANALYSES"]] == [task for task, _ in jobs["ANALYSES"]]
+    assert {task for task, _ in jobs["ANALYSES"]} == set(ANALYSES)
 
 
 def test_every_scheduled_job_exists_and_accepts_help(repo_root):
     jobs = {job for group in _dag_jobs(repo_root).values() for _, job in group} | set(_cron_jobs(repo_root))
     assert len(jobs) >= 6
     for job in sorted(jobs):
-        assert (repo_root / job).is_file(), job
-        proc = subprocess.run([sys.executable, job, "--help"], cwd=repo_root, capture_output=True, text=True,
-                              timeout=120)
+        file, *args = job.split()
+        assert (repo_root / file).is_file(), job
+        proc = subprocess.run([sys.executable, file, *args, "--help"], cwd=repo_root, capture_output=True,
+                              text=True, timeout=120)
         assert proc.returncode == 0, (job, proc.stderr[-2000:])
         assert "usage: cpbi run" in proc.stdout and "--env" in proc.stdout, (job, proc.stdout[:500])
 
@@ -72,3 +94,4 @@ def test_dag_imports_in_airflow(repo_root):
     assert dag.dag_id == "cpbi_daily"
     assert dag.get_task("silver_to_gold").upstream_task_ids == {"bronze_to_silver"}
     assert dag.get_task("cohorts").upstream_task_ids == {"silver_to_gold"}
+    assert dag.get_task("drivers").upstream_task_ids == {"uplift"}

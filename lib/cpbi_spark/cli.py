@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if word not in ("all", "pipeline") and word not in names:
             raise CpbiError(f"unknown stage {word!r}; choose one of: all, pipeline, {', '.join(names)}")
         stages += names if word == "all" else list(PIPELINE) if word == "pipeline" else [word]
+    stages = list(dict.fromkeys(stages))  # "pipeline,all" runs each stage once
     if not stages:
         raise CpbiError("no stage given; choose one of: all, pipeline, " + ", ".join(names))
     ctx = _context(args, full_refresh=args.full_refresh)
@@ -165,6 +166,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
             line = input("cpbi> " if not buffer else "  ... ")
         except EOFError:
             return 0
+        except KeyboardInterrupt:  # Ctrl-C drops the statement being typed
+            print()
+            buffer = []
+            continue
         if not buffer and line.strip().lower() in ("exit", "quit", "\\q"):
             return 0
         buffer.append(line)
@@ -176,7 +181,15 @@ def cmd_sql(args: argparse.Namespace) -> int:
             except AccessDenied as exc:
                 print(f"error: {exc}")
             except Exception as exc:  # a typo in one statement must not end the session
-                print(f"error: {str(exc).splitlines()[0]}")
+                message = str(exc).strip()
+                print(f"error: {message.splitlines()[0] if message else type(exc).__name__}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tables)
 
     st = sub.add_parser("status", help="the last runs: stages, rows, data quality, cost, incidents")
-    st.add_argument("--last", type=int, default=5, help="how many runs (newest first)")
+    st.add_argument("--last", type=_positive_int, default=5, help="how many runs (newest first)")
     _common(st)
     st.set_defaults(func=cmd_status)
 
@@ -249,13 +262,19 @@ def submit(stage: str, argv: Sequence[str]) -> int:
         sys.exit(submit("bronze", sys.argv[1:]))
     """
     args = list(argv)
-    if "--stages" in args:
-        at = args.index("--stages")
-        if at + 1 >= len(args):
-            print("error: --stages expects a comma-separated list, e.g. --stages bronze,silver,gold", file=sys.stderr)
-            return 2
-        stage = args[at + 1]
-        del args[at:at + 2]
+    for at, arg in enumerate(args):
+        if arg.startswith("--stages="):
+            stage = arg.partition("=")[2]
+            del args[at]
+            break
+        if arg == "--stages":
+            if at + 1 >= len(args):
+                print("error: --stages expects a comma-separated list, e.g. --stages bronze,silver,gold",
+                      file=sys.stderr)
+                return 2
+            stage = args[at + 1]
+            del args[at:at + 2]
+            break
     try:
         return main(["run", stage, *args])
     finally:

@@ -1,7 +1,8 @@
 """Airflow DAG: the daily cpbi run as spark-submit jobs (copy into your Airflow ``dags/`` folder).
 
-Each task is one ``spark-submit`` of a file in ``jobs/``; stages are idempotent, so a failed task can
-simply be cleared and rerun once its cause is fixed. Set these Airflow Variables (or edit the
+Each task is one ``spark-submit`` of a file in ``jobs/`` (bronze -> silver -> gold -> the analyses in
+turn); stages are idempotent, so a failed task can simply be cleared and rerun once its cause is
+fixed. Set these Airflow Variables (or edit the
 defaults): ``cpbi_home`` (the repository checkout on the Airflow worker), ``cpbi_spark_submit``
 (the ``spark-submit`` to use), ``cpbi_master`` (``yarn``, ``spark://host:7077``, ``local[2]``, ...)
 and ``cpbi_env`` (the conf overlay, ``prod`` on a cluster). Cluster recipes (shipping the library
@@ -31,11 +32,13 @@ STAGES = [
     ("bronze_to_silver", "jobs/bronze_to_silver.py"),
     ("silver_to_gold", "jobs/silver_to_gold.py"),
 ]
-# analyses read gold only; they can run side by side after it
+# then the analyses (cpbi_spark.analytics.ANALYSES), one after the other: each run's platform recorder
+# writes the same platform tables, so parallel jobs would contend for their commits
 ANALYSES = [
     ("cohorts", "jobs/cohorts.py"),
     ("baskets", "jobs/baskets.py"),
-    ("uplift", "jobs/uplift.py"),
+    ("uplift", "jobs/uplift.py uplift"),
+    ("drivers", "jobs/uplift.py drivers"),
 ]
 
 
@@ -62,4 +65,6 @@ with DAG(
             previous >> task
         previous = task
     for task_id, job in ANALYSES:
-        previous >> BashOperator(task_id=task_id, bash_command=spark_submit(job))
+        task = BashOperator(task_id=task_id, bash_command=spark_submit(job))
+        previous >> task
+        previous = task
