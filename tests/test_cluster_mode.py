@@ -46,8 +46,10 @@ def cluster_run(repo_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     manifest = generate(root, scale=SCALE, seed=SEED, batch=1)
     library = _zip_library(repo_root, root / "cpbi_spark.zip")
-    # The zip must win over an installed copy, so the workers run the shipped code: run from a
-    # folder outside the repository and without the package on PYTHONPATH.
+    # spark-submit puts the --py-files zip on the driver's and the workers' PYTHONPATH, which Python
+    # searches before the venv's site-packages (where the editable install lives), so the shipped code
+    # is what runs: an incomplete zip fails the job. Run from a folder outside the repository, with no
+    # PYTHONPATH of our own.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_HOME", "MLFLOW_TRACKING_URI")}
     env.update(SPARK_HOME=str(Path(pyspark.__file__).parent), PYSPARK_PYTHON=sys.executable,
                PYSPARK_DRIVER_PYTHON=sys.executable, CPBI_CONF_DIR=str(repo_root / "conf"))
