@@ -50,13 +50,20 @@ def test_rules_relating_keys_are_collected_too():
     assert "p52" in keys["analyses.cohorts.max_age"]
 
 
-def test_an_override_is_reported_against_the_file_that_defines_the_section():
+def test_a_problem_names_where_the_bad_value_came_from(tmp_path):
+    # --set: reported as an override, like the loader's own problems
     cfg = load_config(env="ci", overrides={"analyses.cohorts.rfm.bins": "1", "analyses.cohorts.as_of": "2025-01-31"})
     with pytest.raises(ConfigError) as err:
         cohorts_config(cfg)
     (problem,) = err.value.problems
-    assert problem.key == "analyses.cohorts.rfm.bins"
-    assert problem.file.endswith("conf/base/analysis_cohorts.yaml")
+    assert (problem.file, problem.key) == ("<override>", "analyses.cohorts.rfm.bins")
+    # an overlay file (--source): that file, while the keys it does not set still come from base
+    overlay = tmp_path / "my_cohorts.yaml"
+    overlay.write_text("analyses:\n  cohorts:\n    rfm: {bins: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        cohorts_config(load_config(env="ci", extra_files=[overlay]))
+    (problem,) = err.value.problems
+    assert (problem.file, problem.key) == (str(overlay), "analyses.cohorts.rfm.bins")
     ok = load_config(env="ci", overrides={"analyses.cohorts.as_of": "2025-01-31", "analyses.cohorts.max_age": "6"})
     assert cohorts_config(ok).as_of == dt.date(2025, 1, 31) and cohorts_config(ok).max_age == 6
 

@@ -57,27 +57,37 @@ def defining_file(config: CpbiConfig, name: str, default: str) -> str:
 
 
 def validate_section(model: type[M], raw: Any, name: str, file: str, *,
-                     cross: CrossCheck | None = None, cross_raw: CrossCheck | None = None) -> M:
+                     cross: CrossCheck | None = None, cross_raw: CrossCheck | None = None,
+                     origin: Callable[[tuple[Any, ...]], str] | None = None) -> M:
     """Validate a raw ``analyses.<name>`` mapping into ``model``; one ConfigError with every problem.
 
     ``cross`` checks the parsed model (run only when it parsed); ``cross_raw`` checks the raw mapping
-    (run always, so its problems are reported together with per-key type errors).
+    (run always, so its problems are reported together with per-key type errors). ``origin(key path)``
+    names the file that set a key (``CpbiConfig.origin``: an overlay, a ``--source`` file or
+    ``<override>``); without it every problem names ``file``.
     """
     from cpbi_spark.config.validation_errors import problems_from_validation_error
 
+    where = origin or (lambda _path: file)
     problems: list[ConfigProblem] = []
     parsed: M | None = None
     try:
         parsed = model.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        problems += problems_from_validation_error(exc, lambda _path: file, model, prefix=("analyses", name))
+        problems += problems_from_validation_error(exc, where, model, prefix=("analyses", name))
     checks = [(cross_raw, raw)] + ([(cross, parsed)] if parsed is not None else [])
     for check, value in checks:
         if check is not None:
-            problems += [ConfigProblem(file, f"analyses.{name}.{key}", reason) for key, reason in check(value)]
+            problems += [ConfigProblem(where(("analyses", name, *key.split("."))), f"analyses.{name}.{key}", reason)
+                         for key, reason in check(value)]
     if problems or parsed is None:
         raise ConfigError(problems or [ConfigProblem(file, f"analyses.{name}", "invalid")])
     return parsed
+
+
+def origin_in(config: CpbiConfig, default_file: str) -> Callable[[tuple[Any, ...]], str]:
+    """``origin(key path)`` over a loaded configuration, ``default_file`` for keys nobody set."""
+    return lambda path: config.origin(tuple(path), default_file)
 
 
 def flat_params(model: BaseModel) -> dict[str, Any]:

@@ -218,6 +218,8 @@ class _Loading:
                 found = [p for p in found if p.reason != "required key is missing"]
             self.problems += found
         self._add_issues(self._cross_checks(data))
+        if config is not None:
+            config._origins = self.merged
         return config
 
     def _cross_checks(self, data: Mapping[str, Any]) -> list[Issue]:

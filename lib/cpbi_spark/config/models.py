@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
 
 from cpbi_spark.config.field_types import (
     ColumnName,
@@ -181,6 +181,14 @@ class TableConfig(_Model):
 
 class CpbiConfig(_Model):
     """The whole validated configuration, plus lookups the jobs need."""
+
+    # key path -> the file (or "<override>") that set it; kept by the loader so that checks made later
+    # (an analysis validating its block) name the file to edit
+    _origins: Any = PrivateAttr(default=None)
+
+    def origin(self, path: tuple[Any, ...], default: str) -> str:
+        """The file that last set ``path`` (or its nearest set parent), else ``default``."""
+        return self._origins.origin(path, default=default) if self._origins is not None else default
 
     env: str
     conf_dir: str

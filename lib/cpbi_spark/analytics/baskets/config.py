@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cpbi_spark.analytics.settings import defining_file, flat_params, validate_section
+from cpbi_spark.analytics.settings import defining_file, flat_params, origin_in, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
@@ -176,7 +177,8 @@ def min_count_for(n_baskets: int, min_support: float, min_count: int = 1) -> int
     return max(math.ceil(exact), min_count, 1)
 
 
-def validate_baskets_section(raw: Any, *, file: str = DEFAULT_FILE) -> BasketsConfig:
+def validate_baskets_section(raw: Any, *, file: str = DEFAULT_FILE,
+                             origin: Callable[[tuple[Any, ...]], str] | None = None) -> BasketsConfig:
     """Validate a raw ``analyses.baskets`` mapping; raise one ConfigError with every problem.
 
     >>> validate_baskets_section(None).levels
@@ -188,7 +190,7 @@ def validate_baskets_section(raw: Any, *, file: str = DEFAULT_FILE) -> BasketsCo
     ...     print(len(exc.problems))
     2
     """
-    return validate_section(BasketsConfig, raw, "baskets", file, cross=_cross_problems)
+    return validate_section(BasketsConfig, raw, "baskets", file, cross=_cross_problems, origin=origin)
 
 
 def _cross_problems(parsed: BasketsConfig) -> list[tuple[str, str]]:
@@ -213,5 +215,5 @@ def _cross_problems(parsed: BasketsConfig) -> list[tuple[str, str]]:
 
 def baskets_config(config: CpbiConfig) -> BasketsConfig:
     """The validated ``analyses.baskets`` section of a loaded configuration (defaults when absent)."""
-    return validate_baskets_section(config.analyses.get("baskets"),
-                                    file=defining_file(config, "baskets", "analysis_baskets.yaml"))
+    file = defining_file(config, "baskets", "analysis_baskets.yaml")
+    return validate_baskets_section(config.analyses.get("baskets"), file=file, origin=origin_in(config, file))

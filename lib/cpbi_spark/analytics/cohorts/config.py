@@ -15,11 +15,12 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cpbi_spark.analytics.settings import defining_file, flat_params, validate_section
+from cpbi_spark.analytics.settings import defining_file, flat_params, origin_in, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
@@ -119,8 +120,8 @@ def period_columns(config: CpbiConfig) -> list[str]:
     return [c for c in columns if len(c) == 3 and c[0] == "p" and c[1:].isdigit()]
 
 
-def validate_cohorts_section(raw: Any, *, file: str = DEFAULT_FILE, n_period_columns: int | None = None
-                             ) -> CohortsConfig:
+def validate_cohorts_section(raw: Any, *, file: str = DEFAULT_FILE, n_period_columns: int | None = None,
+                             origin: Callable[[tuple[Any, ...]], str] | None = None) -> CohortsConfig:
     """Validate a raw ``analyses.cohorts`` mapping; raise one ConfigError with every problem.
 
     >>> validate_cohorts_section({"max_age": 3}).max_age
@@ -145,11 +146,12 @@ def validate_cohorts_section(raw: Any, *, file: str = DEFAULT_FILE, n_period_col
             out.append(("repeat.windows_days", "windows must be distinct"))
         return out
 
-    return validate_section(CohortsConfig, raw, "cohorts", file, cross=cross)
+    return validate_section(CohortsConfig, raw, "cohorts", file, cross=cross, origin=origin)
 
 
 def cohorts_config(config: CpbiConfig) -> CohortsConfig:
     """The validated ``analyses.cohorts`` section of a loaded configuration (defaults when absent)."""
     raw = config.analyses.get("cohorts")
-    return validate_cohorts_section(raw, file=defining_file(config, "cohorts", "analysis_cohorts.yaml"),
-                                    n_period_columns=len(period_columns(config)) or None)
+    file = defining_file(config, "cohorts", "analysis_cohorts.yaml")
+    return validate_cohorts_section(raw, file=file, n_period_columns=len(period_columns(config)) or None,
+                                    origin=origin_in(config, file))

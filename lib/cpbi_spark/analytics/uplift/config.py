@@ -29,11 +29,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cpbi_spark.analytics.settings import defining_file, validate_section
+from cpbi_spark.analytics.settings import defining_file, origin_in, validate_section
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig
@@ -202,9 +203,11 @@ def _cross_problems(data: Any) -> list[tuple[str, str]]:
     return out
 
 
-def parse_block(model: type[M], data: Any, name: str, file: str) -> M:
-    """Validate one ``analyses.<name>`` block; every problem goes into one ConfigError naming ``file``."""
-    return validate_section(model, data, name, file, cross_raw=_cross_problems if model is UpliftConfig else None)
+def parse_block(model: type[M], data: Any, name: str, file: str,
+                origin: Callable[[tuple[Any, ...]], str] | None = None) -> M:
+    """Validate one ``analyses.<name>`` block; every problem goes into one ConfigError naming its file."""
+    return validate_section(model, data, name, file, cross_raw=_cross_problems if model is UpliftConfig else None,
+                            origin=origin)
 
 
 def _file(config: CpbiConfig, name: str) -> str:
@@ -213,9 +216,11 @@ def _file(config: CpbiConfig, name: str) -> str:
 
 def uplift_config(config: CpbiConfig) -> UpliftConfig:
     """The validated ``analyses.uplift`` block (defaults when absent)."""
-    return parse_block(UpliftConfig, config.analyses.get("uplift"), "uplift", _file(config, "uplift"))
+    file = _file(config, "uplift")
+    return parse_block(UpliftConfig, config.analyses.get("uplift"), "uplift", file, origin_in(config, file))
 
 
 def drivers_config(config: CpbiConfig) -> DriversConfig:
     """The validated ``analyses.drivers`` block (defaults when absent)."""
-    return parse_block(DriversConfig, config.analyses.get("drivers"), "drivers", _file(config, "drivers"))
+    file = _file(config, "drivers")
+    return parse_block(DriversConfig, config.analyses.get("drivers"), "drivers", file, origin_in(config, file))
