@@ -22,26 +22,27 @@ def _ctx(spark, world_ctx, **overrides) -> RunContext:
         "analyses.uplift.observational.bootstrap": "30", **overrides})
 
 
+def _run_on_world(spark, gold_world, analysis):
+    """Run ``analysis`` on the shared world; ``(ctx, result, its tables as pandas, manifest)``."""
+    world_ctx, manifest = gold_world
+    ctx = _ctx(spark, world_ctx)
+    result = analysis(ctx)
+    tables = {name: ctx.lake.read(name).toPandas() for name in result.tables}
+    return ctx, result, tables, manifest
+
+
 @pytest.fixture(scope="module")
 def uplift_run(spark, gold_world):
     from cpbi_spark.analytics.uplift.job import run
 
-    world_ctx, manifest = gold_world
-    ctx = _ctx(spark, world_ctx)
-    result = run(ctx)
-    tables = {name: ctx.lake.read(name).toPandas() for name in result.tables}
-    return ctx, result, tables, manifest
+    return _run_on_world(spark, gold_world, run)
 
 
 @pytest.fixture(scope="module")
 def drivers_run(spark, gold_world):
     from cpbi_spark.analytics.uplift.job import run_drivers
 
-    world_ctx, manifest = gold_world
-    ctx = _ctx(spark, world_ctx)
-    result = run_drivers(ctx)
-    tables = {name: ctx.lake.read(name).toPandas() for name in result.tables}
-    return ctx, result, tables, manifest
+    return _run_on_world(spark, gold_world, run_drivers)
 
 
 def test_every_table_is_written_with_unique_keys(uplift_run):
