@@ -1,4 +1,4 @@
-"""Render the table catalog (docs/tables.md) from the configuration.
+"""Render the table catalog (docs/tables.md) and the metric definitions (docs/metrics.md).
 
 Every table declared in ``conf/base/*.yaml`` (after the overlays of ``--env``) is listed with
 its layer, physical name, grain, keys, description, columns and options (SCD type, PII policies,
@@ -6,8 +6,8 @@ partitioning, tags); bronze tables stored "as received" list the source mapping 
 The output is deterministic, so regenerating an unchanged configuration changes nothing.
 
 Usage (from the repository root):
-    .venv/bin/python scripts/gen_table_docs.py             # writes docs/tables.md
-    .venv/bin/python scripts/gen_table_docs.py --check     # exit 1 when docs/tables.md is stale
+    .venv/bin/python scripts/gen_table_docs.py             # writes docs/tables.md and docs/metrics.md
+    .venv/bin/python scripts/gen_table_docs.py --check     # exit 1 when either file is stale
     .venv/bin/python scripts/gen_table_docs.py --out -     # print to stdout
 """
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "lib"))  # the library of this checkout, installed
 
 from cpbi_spark.config import LAYERS, CpbiConfig, load_config  # noqa: E402
 from cpbi_spark.errors import CpbiError  # noqa: E402
+from cpbi_spark.metrics import markdown as metrics_markdown  # noqa: E402
 
 # Lineage columns every bronze table adds to the mapped file columns (see lib/cpbi_spark/ingest/bronze.py).
 BRONZE_LINEAGE = {
@@ -149,9 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.out == "-":
         sys.stdout.write(text)
         return 0
-    out = Path(args.out)
+    outputs = [(Path(args.out), text)]
+    if Path(args.out).resolve() == (ROOT / "docs" / "tables.md").resolve():  # the default: both documents
+        outputs.append((ROOT / "docs" / "metrics.md", metrics_markdown()))
+    return max(_write(out, body, args.check) for out, body in outputs)
+
+
+def _write(out: Path, text: str, check: bool) -> int:
     current = out.read_text(encoding="utf-8") if out.exists() else None
-    if args.check:
+    if check:
         if current != text:
             print(f"{out} is out of date: run .venv/bin/python scripts/gen_table_docs.py", file=sys.stderr)
             return 1
@@ -164,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out} ({len(text.splitlines())} lines)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
