@@ -3,7 +3,9 @@
 #   1. a Python 3.10-3.12 virtualenv in .venv (python3.11 preferred, else python3),
 #   2. Java 17+ for Spark (installed with apt-get when missing and running as root),
 #   3. the package and its dev extras: pip install -e '.[dev]' - skipped when .venv/.cpbi-installed
-#      holds the sha256 of the current pyproject.toml (so a second run takes about a second).
+#      holds the sha256 of the current pyproject.toml (so a second run takes about a second),
+#   4. chromium and its driver for the browser tests of the dashboard and report (apt-get, when root;
+#      CPBI_SKIP_BROWSER=1 skips it - those tests then skip with the reason).
 # Usage: bash scripts/setup.sh        (run from anywhere; it works in the repository root)
 set -euo pipefail
 
@@ -132,5 +134,15 @@ else
     "$VPY" -m pip install --quiet --progress-bar off -e "$ROOT[dev]"
     echo "$want" >"$STAMP"
     say "installed cpbi-spark $("$VPY" -c 'from importlib.metadata import version; print(version("cpbi-spark"))') and its dependencies"
+fi
+# ------------------------------------------------------------------ 4. headless browser for the UI tests
+if have chromium && have chromedriver; then
+    say "chromium: $(command -v chromium) (exists)"
+elif [ "${CPBI_SKIP_BROWSER:-0}" = "1" ]; then
+    say "chromium: skipped (CPBI_SKIP_BROWSER=1); the dashboard and report browser tests will skip"
+elif as_root && have apt-get; then
+    apt_install chromium chromium-driver || say "warning: apt-get could not install chromium; browser tests will skip"
+else
+    say "chromium not found and not root: the browser tests will skip (sudo apt-get install chromium chromium-driver)"
 fi
 say "ready: .venv/bin/cpbi, .venv/bin/python (Python $venv_version), java $JAVA_MAJOR"

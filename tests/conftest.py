@@ -71,3 +71,30 @@ def gold_world(spark, tmp_path_factory):
         ctx = RunContext.create(env="ci", spark=spark, overrides=overrides)
         run_stages(ctx, ["bronze", "silver", "gold"])
     return ctx, manifest
+
+
+# Test settings of the analyses on the shared world: two basket segment keys (the shipped conf adds region,
+# 14 more scopes per level) and a shorter bootstrap for observational promotions.
+ANALYSIS_OVERRIDES = {"analyses.baskets.segments": ["channel", "loyalty_tier"],
+                      "analyses.uplift.observational.bootstrap": "30"}
+
+
+@pytest.fixture(scope="session")
+def analysed_world(spark, gold_world):
+    """``gold_world`` after ``cpbi run cohorts,baskets,uplift,drivers`` in one run context (run once).
+
+    The analyses' own tests and the deliverables built on their insight tables (interventions, report,
+    dashboard, notebooks) share it. MLflow runs go to the world's default store (``tracking_uri(ctx.config)``).
+    Yields ``(ctx, manifest, results)`` with ``results[name]`` the analysis' StageResult.
+    """
+    from cpbi_spark.pipeline import run_stages
+    from cpbi_spark.runtime import RunContext
+
+    world_ctx, manifest = gold_world
+    storage = world_ctx.config.storage
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": storage.root, "storage.landing": storage.landing, "storage.outputs": storage.outputs,
+        "platform.enabled": "false", **ANALYSIS_OVERRIDES})
+    names = ["cohorts", "baskets", "uplift", "drivers"]
+    results = dict(zip(names, run_stages(ctx, names), strict=True))   # through the registry, as `cpbi run`
+    return ctx, manifest, results

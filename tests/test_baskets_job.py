@@ -12,25 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import ANALYSIS_OVERRIDES
+
 pytestmark = pytest.mark.slow
 
 PRODUCT_ALL = ("product", "all", "all")
-# The test config analyses two segment keys (the shipped one adds region: 14 more scopes per level).
-TEST_SEGMENTS = ["channel", "loyalty_tier"]
 
 
 @pytest.fixture(scope="module")
-def baskets_run(spark, gold_world):
-    from cpbi_spark.pipeline import run_stages
-    from cpbi_spark.runtime import RunContext
-
-    world_ctx, manifest = gold_world
-    storage = world_ctx.config.storage
-    ctx = RunContext.create(env="ci", spark=spark, overrides={
-        "storage.root": storage.root, "storage.landing": storage.landing, "storage.outputs": storage.outputs,
-        "analyses.baskets.segments": TEST_SEGMENTS})
-    (result,) = run_stages(ctx, ["baskets"])          # through the analysis registry, as `cpbi run baskets`
-    return ctx, manifest, result
+def baskets_run(analysed_world):
+    # The shared world analysed once (tests/conftest.py: segment keys channel and loyalty_tier).
+    ctx, manifest, results = analysed_world
+    return ctx, manifest, results["baskets"]
 
 
 def _table(ctx, name):
@@ -156,7 +149,7 @@ def test_levels_and_segments_are_separate_runs(baskets_run):
     n_total = manifest["truths"]["basket_pairs"]["pairs"][0]["realized"]["baskets"]
     for level in ("product", "category", "department"):
         assert scopes.loc[(level, "all", "all"), "n_baskets"] == n_total
-        for key in TEST_SEGMENTS:
+        for key in ANALYSIS_OVERRIDES["analyses.baskets.segments"]:
             part = scopes.xs((level, key), level=("level", "segment_key"))
             assert part["n_baskets"].sum() == n_total, (level, key)      # every basket in exactly one segment
     assert set(scopes.xs(("product", "channel"), level=("level", "segment_key")).index) == {"store", "online",

@@ -1,6 +1,6 @@
 """End to end on the generated retailer: planted truths recovered, tables BI-ready, MLflow run logged.
 
-Runs ``cpbi run cohorts`` once on the shared ``gold_world`` (scale 1, seed 42) and checks it against
+Reads ``cpbi run cohorts`` of the shared ``analysed_world`` (scale 1, seed 42) and checks it against
 the generator's manifest: retention per cohort and period (UTC month of the first valid basket), return
 rate per category, and the CLV holdout check.
 """
@@ -12,8 +12,6 @@ import os
 
 import pytest
 
-from cpbi_spark.pipeline import run_stages
-
 pytestmark = pytest.mark.slow
 
 TABLES = ("cohort_retention", "cohort_retention_wide", "repeat_purchase_rates", "repeat_survival_curve",
@@ -22,18 +20,16 @@ TABLES = ("cohort_retention", "cohort_retention_wide", "repeat_purchase_rates", 
 
 
 @pytest.fixture(scope="module")
-def study(gold_world, tmp_path_factory):
-    ctx, manifest = gold_world
-    store = tmp_path_factory.mktemp("cohorts_mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        # A real MLflow store of this test module only.
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
-        (result,) = run_stages(ctx, ["cohorts"])
-        import mlflow
+def study(analysed_world):
+    import mlflow
 
-        mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-        run = mlflow.get_run(result.counters["mlflow_run_id"])
-        artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "cohorts")]
+    from cpbi_spark.tracking import tracking_uri
+
+    ctx, manifest, results = analysed_world
+    result = results["cohorts"]
+    mlflow.set_tracking_uri(tracking_uri(ctx.config))      # the world's own store (under its outputs folder)
+    run = mlflow.get_run(result.counters["mlflow_run_id"])
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "cohorts")]
     return ctx, manifest, result, run, artifacts
 
 

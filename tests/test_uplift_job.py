@@ -9,40 +9,24 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cpbi_spark.runtime import RunContext
-
 PROMOS = ("PRM001", "PRM002")
 
 
-def _ctx(spark, world_ctx, **overrides) -> RunContext:
-    # The world's own outputs folder: its MLflow store is shared with the other analyses' tests (created once).
-    storage = world_ctx.config.storage
-    return RunContext.create(env="ci", spark=spark, overrides={
-        "storage.root": storage.root, "storage.landing": storage.landing, "storage.outputs": storage.outputs,
-        "analyses.uplift.observational.bootstrap": "30", **overrides})
-
-
-def _run_on_world(spark, gold_world, analysis):
-    """Run ``analysis`` on the shared world; ``(ctx, result, its tables as pandas, manifest)``."""
-    world_ctx, manifest = gold_world
-    ctx = _ctx(spark, world_ctx)
-    result = analysis(ctx)
-    tables = {name: ctx.lake.read(name).toPandas() for name in result.tables}
+def _analysed(analysed_world, name):
+    ctx, manifest, results = analysed_world
+    result = results[name]
+    tables = {table: ctx.lake.read(table).toPandas() for table in result.tables}
     return ctx, result, tables, manifest
 
 
 @pytest.fixture(scope="module")
-def uplift_run(spark, gold_world):
-    from cpbi_spark.analytics.uplift.job import run
-
-    return _run_on_world(spark, gold_world, run)
+def uplift_run(analysed_world):
+    return _analysed(analysed_world, "uplift")
 
 
 @pytest.fixture(scope="module")
-def drivers_run(spark, gold_world):
-    from cpbi_spark.analytics.uplift.job import run_drivers
-
-    return _run_on_world(spark, gold_world, run_drivers)
+def drivers_run(analysed_world):
+    return _analysed(analysed_world, "drivers")
 
 
 def test_every_table_is_written_with_unique_keys(uplift_run):

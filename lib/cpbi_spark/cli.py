@@ -8,6 +8,9 @@ Examples:
     cpbi tables
     cpbi status --last 3
     cpbi sql "SELECT channel, count(*) AS lines FROM fact_transactions GROUP BY channel" --role analyst
+    cpbi run interventions
+    cpbi report --out ./report
+    cpbi dashboard --role analyst
 """
 
 from __future__ import annotations
@@ -185,6 +188,21 @@ def cmd_sql(args: argparse.Namespace) -> int:
                 print(f"error: {message.splitlines()[0] if message else type(exc).__name__}")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cpbi_spark.report import write_report
+
+    ctx = _context(args)
+    path = write_report(ctx, Path(args.out) if args.out else None, role=args.role)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from cpbi_spark.dashboard.launch import launch
+
+    return launch(args)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -234,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="FILE.csv", help="write the whole result as CSV instead of showing it")
     _common(q)
     q.set_defaults(func=cmd_sql)
+
+    rp = sub.add_parser("report", help="write the insight report (one self-contained HTML file) and print its path")
+    rp.add_argument("--out", help="output folder (default <storage.outputs>/report)")
+    rp.add_argument("--role", default="analyst", help="access role the report reads as (default analyst)")
+    _common(rp)
+    rp.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("dashboard", help="serve the interactive dashboard over the gold and insight tables")
+    d.add_argument("--role", default="analyst", help="access role the dashboard reads as (default analyst)")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to share on the network)")
+    d.add_argument("--headless", action="store_true", help="do not open a browser")
+    _common(d)
+    d.set_defaults(func=cmd_dashboard)
     return parser
 
 
