@@ -15,4 +15,6 @@ ANALYSES: dict[str, str] = {
     "baskets": "cpbi_spark.analytics.baskets.job:run",
     "uplift": "cpbi_spark.analytics.uplift.job:run",
     "drivers": "cpbi_spark.analytics.uplift.job:run_drivers",
+    # last: it ranks actions from the insight tables of the analyses above
+    "interventions": "cpbi_spark.analytics.interventions.job:run",
 }
