@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole thing on one machine: set up, generate a synthetic retailer's landing files, run the
-# pipeline (landing -> bronze -> silver -> gold) and the analyses (cohorts, baskets, uplift, drivers)
-# with the local configuration, and say where everything is. Safe to run again: existing sample data
+# pipeline (landing -> bronze -> silver -> gold) and the analyses (cohorts, baskets, uplift, drivers,
+# interventions) with the local configuration, write the insight report, and say where everything is. Safe to run again: existing sample data
 # is reused and the rerun changes no data table (the platform tables record the run).
 #
 #   bash scripts/demo.sh                 # sample data at scale 0.2 (~20k transaction lines)
@@ -16,13 +16,13 @@ SCALE="${CPBI_SCALE:-0.2}"
 
 say() { printf '\n==> %s\n' "$*"; }
 
-say "1/3 setup (scripts/setup.sh)"
+say "1/4 setup (scripts/setup.sh)"
 bash scripts/setup.sh
 PY=.venv/bin/python
 CPBI=.venv/bin/cpbi
 export PYSPARK_PYTHON="$ROOT/$PY"
 
-say "2/3 sample data in $DATA"
+say "2/4 sample data in $DATA"
 if [ -f "$DATA/manifest.json" ]; then
     # The generator refuses to add files made with other parameters to an existing batch, so an
     # existing batch is reused as it is.
@@ -47,8 +47,11 @@ else
     used_scale="$SCALE"
 fi
 
-say "3/3 pipeline and analyses: cpbi run all --env local"
+say "3/4 pipeline and analyses: cpbi run all --env local"
 "$CPBI" run all --env local
+
+say "4/4 insight report: cpbi report --env local"
+report=$("$CPBI" report --env local | sed -n 's/^report: //p')
 
 lake="$ROOT/cpbi-data/lakehouse"
 outputs="$ROOT/cpbi-data/outputs"
@@ -68,9 +71,14 @@ cat <<EOF
   MLflow runs:             $mlflow_store
                            browse them: $mlflow_ui
   table catalog:           docs/tables.md
-  analyses (docs):         docs/cohorts.md, docs/baskets.md, docs/uplift.md; platform records: docs/platform.md
+  analyses (docs):         docs/cohorts.md, docs/baskets.md, docs/uplift.md, docs/interventions.md;
+                           metric definitions: docs/metrics.md; platform records: docs/platform.md
+  insight report (HTML):   $report
+                           open it in a browser (docs/report.md)
 
 ==> next
+  the dashboard:           .venv/bin/cpbi dashboard --env local     then open http://127.0.0.1:8501 (docs/dashboard.md)
+  the ranked actions:      .venv/bin/cpbi sql --env local "SELECT rank, action, expected_value, ci_low, ci_high FROM recommended_interventions ORDER BY rank LIMIT 10"
   list tables again:       .venv/bin/cpbi tables --env local
   the last runs:           .venv/bin/cpbi status --env local --last 3
   query as an analyst:     .venv/bin/cpbi sql --env local "SELECT antecedent_names, consequent_names, lift FROM basket_rules WHERE level = 'product' AND segment_key = 'all' ORDER BY rule_rank LIMIT 10"

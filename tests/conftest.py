@@ -81,7 +81,7 @@ ANALYSIS_OVERRIDES = {"analyses.baskets.segments": ["channel", "loyalty_tier"],
 
 @pytest.fixture(scope="session")
 def analysed_world(spark, gold_world):
-    """``gold_world`` after ``cpbi run cohorts,baskets,uplift,drivers`` in one run context (run once).
+    """``gold_world`` after ``cpbi run cohorts,baskets,uplift,drivers,interventions`` in one run context.
 
     The analyses' own tests and the deliverables built on their insight tables (interventions, report,
     dashboard, notebooks) share it. MLflow runs go to the world's default store (``tracking_uri(ctx.config)``).
@@ -95,6 +95,6 @@ def analysed_world(spark, gold_world):
     ctx = RunContext.create(env="ci", spark=spark, overrides={
         "storage.root": storage.root, "storage.landing": storage.landing, "storage.outputs": storage.outputs,
         "platform.enabled": "false", **ANALYSIS_OVERRIDES})
-    names = ["cohorts", "baskets", "uplift", "drivers"]
+    names = ["cohorts", "baskets", "uplift", "drivers", "interventions"]
     results = dict(zip(names, run_stages(ctx, names), strict=True))   # through the registry, as `cpbi run`
     return ctx, manifest, results

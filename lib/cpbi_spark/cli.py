@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write the insight report (one self-contained HTML file) and print its path")
     rp.add_argument("--out", help="output folder (default <storage.outputs>/report)")
-    rp.add_argument("--role", default="analyst", help="access role the report reads as (default analyst)")
+    # engineer: the data-health section needs the platform records; PII stays masked for this role
+    rp.add_argument("--role", default="engineer", help="access role the report reads as (default engineer)")
     _common(rp)
     rp.set_defaults(func=cmd_report)
 

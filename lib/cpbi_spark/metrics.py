@@ -100,7 +100,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            "Net revenue after returns per treated customer minus the same per control customer.",
            "uplift_readout.difference", "cpbi_spark.analytics.uplift.readout"),
     Metric("expected_value", "Expected incremental value", "currency",
-           "Net revenue an intervention is expected to add over its horizon (its interval in the same row).",
+           "Incremental profit an intervention is expected to add over its horizon: the margin on the incremental"
+           " net revenue after returns, minus the action's direct cost (its 95% interval in the same row).",
            "recommended_interventions.expected_value", "cpbi_spark.analytics.interventions"),
 ]}
 

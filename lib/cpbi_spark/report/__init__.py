@@ -127,7 +127,7 @@ def render(ctx: RunContext, data: ReportData, role: str) -> str:
                    "return_rate", "orders_per_customer", "repeat_customer_share"])
 
 
-def write_report(ctx: RunContext, out_dir: Path | None = None, role: str = "analyst") -> Path:
+def write_report(ctx: RunContext, out_dir: Path | None = None, role: str = "engineer") -> Path:
     """Write ``cpbi-report.html`` into ``out_dir`` (default ``<storage.outputs>/report``); returns its path."""
     from cpbi_spark.platform.access import SecureReader
     from cpbi_spark.report.data import gather

@@ -7,7 +7,7 @@ the statistical interval of the evidence (a measured uplift, a rule's volume, a 
 assumed range of what is not measured (a take rate, a reduction share); the row's ``assumptions`` say which.
 
 Example:
-    >>> rows = cross_sell(rules, scopes, cfg, run_id="20261125T101500Z")     # doctest: +SKIP
+    >>> rows = cross_sell(rules, scopes, cfg, run_id="20261125T101500Z", data_span=(t0, t1))  # doctest: +SKIP
     >>> rows[["action", "expected_value", "ci_low", "ci_high"]].head()  # doctest: +SKIP
 """
 
@@ -60,10 +60,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def cross_sell(rules: pd.DataFrame, scopes: pd.DataFrame, cfg: InterventionsConfig, run_id: str) -> pd.DataFrame:
+def cross_sell(rules: pd.DataFrame, scopes: pd.DataFrame, cfg: InterventionsConfig, run_id: str,
+               data_span: tuple[object, object]) -> pd.DataFrame:
     """Prompt consequent C to baskets holding antecedent A without C, for strong, low-return rules.
 
-    Volume: baskets with A and without C in the analysed window, scaled to the horizon (Poisson interval).
+    Volume: baskets with A and without C in the analysed window (``data_span`` = first and last basket
+    time when the analysis had no window), scaled to the horizon (Poisson interval).
     Value per added C: the rule's ``consequent_net_value`` (margin minus expected return cost, per unit).
     Take rate: assumed (``cross_sell.take_rate`` within its low/high range). One row per item pair,
     the direction with the higher value.
@@ -79,7 +81,9 @@ def cross_sell(rules: pd.DataFrame, scopes: pd.DataFrame, cfg: InterventionsConf
         return _frame([])
     scope = scopes[(scopes["level"] == c.level) & (scopes["segment_key"] == "all")]
     start, end = pd.Timestamp(scope["window_start"].iloc[0]), pd.Timestamp(scope["window_end"].iloc[0])
-    window_days = max((end - start).total_seconds() / 86400.0, 1.0)
+    if pd.isna(start) or pd.isna(end):  # no window configured: the data's own span
+        start, end = data_span
+    window_days = max((pd.Timestamp(end) - pd.Timestamp(start)).total_seconds() / 86400.0, 1.0)
     scale = cfg.horizon_days / window_days
     sel["gap"] = (sel["antecedent_count"] - sel["support_count"]).clip(lower=0)
     sel["value"] = sel["gap"] * scale * c.take_rate * sel["consequent_net_value"]

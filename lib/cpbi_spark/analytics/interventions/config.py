@@ -64,18 +64,25 @@ class InterventionsConfig(_Model):
         return flat_params(self)
 
 
-def _cross(cfg: InterventionsConfig):
-    c = cfg.cross_sell
-    if not c.take_rate_low <= c.take_rate <= c.take_rate_high:
-        yield "cross_sell.take_rate", (f"must lie in [take_rate_low, take_rate_high] = "
-                                       f"[{c.take_rate_low}, {c.take_rate_high}], got {c.take_rate}")
+def _cross_raw(raw: Any):
+    """take_rate inside its range, checked on the raw block so it is reported with every per-key problem."""
+    block = (raw or {}).get("cross_sell") if isinstance(raw, dict) else None
+    block = block if isinstance(block, dict) else {}
+    defaults = CrossSellConfig()
+    try:
+        low, rate, high = (float(block.get(k, getattr(defaults, k)))
+                           for k in ("take_rate_low", "take_rate", "take_rate_high"))
+    except (TypeError, ValueError):
+        return  # a non-number is reported by the per-key validation
+    if not low <= rate <= high:
+        yield "cross_sell.take_rate", f"must lie in [take_rate_low, take_rate_high] = [{low}, {high}], got {rate}"
 
 
 def interventions_config(config: CpbiConfig) -> InterventionsConfig:
     """The validated ``analyses.interventions`` block (defaults when absent); one error lists every problem."""
     file = defining_file(config, "interventions", DEFAULT_FILE)
     cfg = validate_section(InterventionsConfig, config.analyses.get("interventions"), "interventions", file,
-                           cross=_cross, origin=origin_in(config, file))
+                           cross_raw=_cross_raw, origin=origin_in(config, file))
     if cfg.margin_rate is None:  # one margin for every estimate: the uplift policy's, unless set here
         uplift = config.analyses.get("uplift") or {}
         cfg = cfg.model_copy(update={"margin_rate": float(uplift.get("margin_rate", 0.3))})

@@ -31,7 +31,7 @@ STAGE = "interventions"
 TABLE = "recommended_interventions"
 # candidate type -> the insight tables it reads
 NEEDS: dict[str, tuple[str, ...]] = {
-    "cross_sell": ("basket_rules", "basket_scopes"),
+    "cross_sell": ("basket_rules", "basket_scopes", "fact_basket_lines"),
     "win_back": ("customer_purchase_profile",),
     "promotion_target": ("uplift_readout", "uplift_studies"),
     "promotion_stop": ("uplift_readout", "uplift_studies"),
@@ -59,11 +59,17 @@ def source_runs(config, analyses: list[str]) -> dict[str, tuple[str | None, str 
     return out
 
 
-def _window_days(ctx: RunContext, as_of: object, maturity_days: int) -> float:
-    """Days of sales whose returns are fully observed: first basket to ``as_of - maturity``."""
+def _data_span(ctx: RunContext) -> tuple[object, object]:
+    """First and last basket time of ``fact_basket_lines``."""
     from pyspark.sql import functions as F
 
-    first = ctx.lake.read("fact_basket_lines").agg(F.min("basket_ts")).first()[0]
+    row = ctx.lake.read("fact_basket_lines").agg(F.min("basket_ts"), F.max("basket_ts")).first()
+    return row[0], row[1]
+
+
+def _window_days(ctx: RunContext, as_of: object, maturity_days: int) -> float:
+    """Days of sales whose returns are fully observed: first basket to ``as_of - maturity``."""
+    first = _data_span(ctx)[0]
     if first is None or as_of is None:
         return 1.0
     end = pd.Timestamp(as_of) - pd.Timedelta(days=maturity_days)
@@ -92,7 +98,8 @@ def build(ctx: RunContext, cfg: InterventionsConfig, runs: dict[str, tuple[str |
     found: list[pd.DataFrame] = []
     run_of = {name: runs.get(name, (None, None))[0] or "" for name in ("baskets", "cohorts", "uplift")}
     if ready("cross_sell"):
-        found.append(cand.cross_sell(table("basket_rules"), table("basket_scopes"), cfg, run_of["baskets"]))
+        found.append(cand.cross_sell(table("basket_rules"), table("basket_scopes"), cfg, run_of["baskets"],
+                                     _data_span(ctx)))
     readout = table("uplift_readout") if lake.exists("uplift_readout") else pd.DataFrame()
     studies = table("uplift_studies") if lake.exists("uplift_studies") else pd.DataFrame()
     if ready("win_back"):
@@ -119,7 +126,9 @@ def _records(df: pd.DataFrame) -> list[dict]:
     def plain(v):
         if v is None or (isinstance(v, float) and v != v):
             return None
-        return v.item() if hasattr(v, "item") and not isinstance(v, pd.Timestamp) else v
+        if isinstance(v, pd.Timestamp):
+            return v.to_pydatetime()
+        return v.item() if hasattr(v, "item") else v
 
     return [{k: plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
