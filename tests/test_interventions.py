@@ -154,3 +154,21 @@ def test_bad_settings_name_the_file_and_key():
         interventions_config(config)
     keys = {p.key for p in err.value.problems}
     assert {"analyses.interventions.horizon_days", "analyses.interventions.cross_sell.take_rate"} <= keys
+
+
+def test_cross_sell_without_basket_times_uses_the_observed_volume():
+    # A basket-per-line export has no times: no per-day projection, the observed volume once, no horizon.
+    from cpbi_spark.analytics.interventions.candidates import cross_sell
+    from cpbi_spark.analytics.interventions.config import InterventionsConfig
+
+    rule = {"level": "product", "segment_key": "all", "is_significant": True, "high_return_flag": False,
+            "low_expected_count": False, "lift": 3.0, "consequent_size": 1, "consequent_net_value": 2.0,
+            "antecedent_key": "milk", "consequent_key": "bread", "antecedent_names": None, "consequent_names": None,
+            "antecedent_count": 500, "support_count": 100, "confidence": 0.2, "p_adjusted": 1e-6,
+            "consequent_return_rate": 0.0}
+    scopes = pd.DataFrame([{"level": "product", "segment_key": "all", "window_start": None, "window_end": None}])
+    rows = cross_sell(pd.DataFrame([rule]), scopes, InterventionsConfig(), "r1", (None, None))
+    (row,) = rows.to_dict("records")
+    assert row["expected_value"] == pytest.approx(400 * 0.05 * 2.0)
+    assert row["horizon_days"] is None and "no basket times" in row["assumptions"]
+    assert row["ci_low"] < row["expected_value"] < row["ci_high"]

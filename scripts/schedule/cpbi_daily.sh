@@ -14,10 +14,12 @@ ENV="${CPBI_ENV:-local}"
 exec 9>"${TMPDIR:-/tmp}/cpbi_daily.lock"
 flock -n 9 || { echo "cpbi_daily: another run holds the lock; exiting"; exit 0; }
 
-for job in ingest_bronze bronze_to_silver silver_to_gold cohorts baskets "uplift uplift" "uplift drivers"; do
+for job in ingest_bronze bronze_to_silver silver_to_gold cohorts baskets "uplift uplift" "uplift drivers" interventions; do
     read -r file analysis <<< "$job"   # jobs/uplift.py runs the analysis named after it: uplift or drivers
     echo "$(date -u +%FT%TZ) cpbi_daily: $job"
     # shellcheck disable=SC2086  # $analysis is empty or one word
     .venv/bin/spark-submit --master "$MASTER" --conf spark.log.level=WARN "jobs/$file.py" $analysis --env "$ENV"
 done
+echo "$(date -u +%FT%TZ) cpbi_daily: report"
+.venv/bin/cpbi report --env "$ENV"
 echo "$(date -u +%FT%TZ) cpbi_daily: done"

@@ -1,9 +1,9 @@
 """Airflow DAG: the daily cpbi run as spark-submit jobs (copy into your Airflow ``dags/`` folder).
 
 Each task is one ``spark-submit`` of a file in ``jobs/`` (bronze -> silver -> gold -> the analyses in
-turn); stages are idempotent, so a failed task can simply be cleared and rerun once its cause is
-fixed. Set these Airflow Variables (or edit the
-defaults): ``cpbi_home`` (the repository checkout on the Airflow worker), ``cpbi_spark_submit``
+turn), then ``cpbi report`` writes the day's insight report; stages are idempotent, so a failed task can
+simply be cleared and rerun once its cause is fixed. Set these Airflow Variables (or edit the defaults):
+``cpbi_home`` (the repository checkout on the Airflow worker), ``cpbi_spark_submit``
 (the ``spark-submit`` to use), ``cpbi_master`` (``yarn``, ``spark://host:7077``, ``local[2]``, ...)
 and ``cpbi_env`` (the conf overlay, ``prod`` on a cluster). Cluster recipes (shipping the library
 with ``--py-files`` or a packed venv, shared storage): docs/spark-submit.md.
@@ -39,7 +39,10 @@ ANALYSES = [
     ("baskets", "jobs/baskets.py"),
     ("uplift", "jobs/uplift.py uplift"),
     ("drivers", "jobs/uplift.py drivers"),
+    ("interventions", "jobs/interventions.py"),
 ]
+# last, the insight report of the day (one HTML file under <storage.outputs>/report)
+REPORT = "report"
 
 
 def spark_submit(job: str) -> str:
@@ -68,3 +71,4 @@ with DAG(
         task = BashOperator(task_id=task_id, bash_command=spark_submit(job))
         previous >> task
         previous = task
+    previous >> BashOperator(task_id=REPORT, bash_command=f"cd {HOME} && .venv/bin/cpbi report --env {ENV}")

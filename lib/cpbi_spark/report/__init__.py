@@ -54,8 +54,10 @@ def summary_sentences(data: ReportData, fmt) -> list[str]:
     inter = data.sections["interventions"]
     if "interventions" in inter.frames and len(inter.frames["interventions"]):
         top = inter.frames["interventions"].iloc[0]
+        days = top["horizon_days"]
+        over = f" over {int(days)} days" if days == days and days is not None else ""
         out.append(f"The most valuable recommended action: {top['action']} - an expected "
-                   f"{fmt(top['expected_value'], 'expected_value')} over {int(top['horizon_days'])} days "
+                   f"{fmt(top['expected_value'], 'expected_value')}{over} "
                    f"(95% interval {fmt(top['ci_low'], 'expected_value')} to {fmt(top['ci_high'], 'expected_value')}). "
                    f"The {inter.numbers['count']} recommended actions add up to "
                    f"{fmt(inter.numbers['expected_value_total'], 'expected_value')}.")

@@ -82,9 +82,12 @@ def cross_sell(rules: pd.DataFrame, scopes: pd.DataFrame, cfg: InterventionsConf
     scope = scopes[(scopes["level"] == c.level) & (scopes["segment_key"] == "all")]
     start, end = pd.Timestamp(scope["window_start"].iloc[0]), pd.Timestamp(scope["window_end"].iloc[0])
     if pd.isna(start) or pd.isna(end):  # no window configured: the data's own span
-        start, end = data_span
-    window_days = max((pd.Timestamp(end) - pd.Timestamp(start)).total_seconds() / 86400.0, 1.0)
-    scale = cfg.horizon_days / window_days
+        start, end = (pd.Timestamp(x) if x is not None else pd.NaT for x in data_span)
+    timed = not (pd.isna(start) or pd.isna(end))
+    # Without basket times (a basket-per-line export) volumes cannot be put per day: the observed volume is used.
+    window_days = max((end - start).total_seconds() / 86400.0, 1.0) if timed else None
+    scale = cfg.horizon_days / window_days if timed else 1.0
+    horizon = cfg.horizon_days if timed else None
     sel["gap"] = (sel["antecedent_count"] - sel["support_count"]).clip(lower=0)
     sel["value"] = sel["gap"] * scale * c.take_rate * sel["consequent_net_value"]
     sel["pair"] = sel.apply(lambda r: " & ".join(sorted([r["antecedent_key"], r["consequent_key"]])), axis=1)
@@ -103,14 +106,17 @@ def cross_sell(rules: pd.DataFrame, scopes: pd.DataFrame, cfg: InterventionsConf
             "expected_value": r.value,
             "ci_low": lo_n * scale * c.take_rate_low * r.consequent_net_value,
             "ci_high": hi_n * scale * c.take_rate_high * r.consequent_net_value,
-            "horizon_days": cfg.horizon_days,
+            "horizon_days": horizon,
             "confidence": "medium" if r.p_adjusted < 0.001 else "low",
             "evidence": (f"rule {r.antecedent_key} -> {r.consequent_key}: lift {r.lift:.2f}, confidence "
                          f"{r.confidence:.1%}, adjusted p {r.p_adjusted:.1e}, consequent return rate "
                          f"{r.consequent_return_rate:.1%}, net value {r.consequent_net_value:.2f} per unit; "
-                         f"{int(r.gap):,} baskets had {r.antecedent_key} without it in {window_days:.0f} days"),
+                         f"{int(r.gap):,} baskets had {r.antecedent_key} without it "
+                         + (f"in {window_days:.0f} days" if timed else "in the data")),
             "assumptions": (f"take rate {c.take_rate:.0%} of prompted baskets (range {c.take_rate_low:.0%}-"
-                            f"{c.take_rate_high:.0%}), volume as in the analysed window"),
+                            f"{c.take_rate_high:.0%}), "
+                            + ("volume as in the analysed window" if timed
+                               else "the observed volume once (the data have no basket times)")),
             "source_analysis": "baskets", "source_table": "basket_rules", "source_run_id": run_id,
         })
     return _frame(rows)
