@@ -26,7 +26,7 @@ from cpbi_spark.errors import AccessDenied, CpbiError
 from cpbi_spark.metrics import filter_lines, monthly_kpis, sales_kpis
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
     from cpbi_spark.platform.access import SecureReader
 
@@ -55,8 +55,8 @@ class Segmentation:
 
 SEGMENTATIONS: dict[str, Segmentation] = {
     "rfm_segment": Segmentation("RFM segment", "customer_purchase_profile", "rfm_segment"),
-    "loyalty_tier": Segmentation("Loyalty tier (current)", "dim_customer", "loyalty_tier", current_only=True),
-    "region": Segmentation("Region (current)", "dim_customer", "region", current_only=True),
+    "loyalty_tier": Segmentation("Loyalty tier", "dim_customer", "loyalty_tier", current_only=True),
+    "region": Segmentation("Region", "dim_customer", "region", current_only=True),
 }
 
 
@@ -181,22 +181,29 @@ class DashboardData:
         """Date range, channels and categories of ``fact_basket_lines``, and the usable segmentations."""
         from pyspark.sql import functions as F
 
+        def values(column: str) -> Column:
+            return F.array_sort(F.collect_set(F.col(column).cast("string"))).alias(column)
+
+        # One pass per table (not one job per list): the first page of a fresh server waits for these.
         lines = self.table("fact_basket_lines")
-        span = lines.agg(F.min(F.to_date("basket_ts")).alias("lo"), F.max(F.to_date("basket_ts")).alias("hi")).first()
-
-        def distinct(frame: DataFrame, column: str) -> tuple[str, ...]:
-            rows = frame.select(column).where(F.col(column).isNotNull()).distinct().orderBy(column).collect()
-            return tuple(str(r[0]) for r in rows)
-
-        segments, unavailable = {}, {}
+        span = lines.agg(F.min(F.to_date("basket_ts")).alias("lo"), F.max(F.to_date("basket_ts")).alias("hi"),
+                         values("channel"), values("category")).first()
+        segments: dict[str, tuple[str, ...]] = {}
+        unavailable: dict[str, str] = {}
+        by_table: dict[str, list[str]] = {}
         for key, seg in SEGMENTATIONS.items():
+            by_table.setdefault(seg.table, []).append(key)
+        for keys in by_table.values():
             try:
-                segments[key] = distinct(self._segment_source(seg), seg.column)
+                source = self._segment_source(SEGMENTATIONS[keys[0]])
             except TableUnavailable as exc:
-                unavailable[key] = (f"role {self.reader.role} has no grant on {exc.table}" if exc.kind == "denied"
-                                    else f"{exc.table} has not been written yet")
-        return Options(span["lo"], span["hi"], distinct(lines, "channel"), distinct(lines, "category"),
-                       segments, unavailable)
+                for key in keys:
+                    unavailable[key] = (f"role {self.reader.role} has no grant on {exc.table}" if exc.kind == "denied"
+                                        else f"{exc.table} has not been written yet")
+                continue
+            row = source.agg(*[values(SEGMENTATIONS[k].column) for k in keys]).first()
+            segments.update({k: tuple(row[SEGMENTATIONS[k].column]) for k in keys})
+        return Options(span["lo"], span["hi"], tuple(span["channel"]), tuple(span["category"]), segments, unavailable)
 
     def _segment_source(self, seg: Segmentation) -> DataFrame:
         from pyspark.sql import functions as F

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ KPI_TILES = ["net_revenue", "gross_revenue", "refunds", "orders", "customers", "
              "return_rate", "orders_per_customer", "repeat_customer_share"]
 MONTHLY_CHOICES = ["net_revenue", "gross_revenue", "refunds", "orders", "customers", "average_order_value",
                    "return_rate"]
+ALL_CUSTOMERS = "all customers"
 PLATFORM_HINT = "Start the dashboard with a role that reads the platform layer (for example --role engineer)."
 
 
@@ -59,7 +61,9 @@ def dashboard_source(options_json: str) -> Source:
                             extra_files=options.get("sources") or (), overrides=options.get("overrides") or {})
     role = options.get("role") or "analyst"
     spec = ctx.config.platform.roles.get(role)
-    return Source(options_json, DashboardData(SecureReader(ctx, role)), role, bool(spec and spec.pii),
+    # Whoever opens the page reads as the server's role; the audit trail says the read came through the dashboard.
+    reader = SecureReader(ctx, role, user=f"dashboard:{getpass.getuser()}")
+    return Source(options_json, DashboardData(reader), role, bool(spec and spec.pii),
                   ctx.config.project.reporting_currency)
 
 
@@ -163,10 +167,13 @@ def sidebar(source: Source) -> Filters:
         end = dates[1] if len(dates) > 1 else None
     channels = side.multiselect("Channel", opts.channels, key="channel", bind="query-params")
     categories = side.multiselect("Category", opts.categories, key="category", bind="query-params")
-    segment_keys = [k for k in SEGMENTATIONS if k in opts.segments]
-    segment_by = side.selectbox("Customer segment", [None, *segment_keys], key="segment_by", bind="query-params",
-                                format_func=lambda k: "all customers" if k is None else SEGMENTATIONS[k].label,
-                                on_change=_reset_segments)
+    # A bound selectbox puts the shown label in the address, so the labels are the options.
+    by_label = {SEGMENTATIONS[k].label: k for k in SEGMENTATIONS if k in opts.segments}
+    picked = side.selectbox("Customer segment", [ALL_CUSTOMERS, *by_label], key="segment_by", bind="query-params",
+                            on_change=_reset_segments,
+                            help="Loyalty tier and region are each customer's current ones (dim_customer); "
+                                 "the RFM segment is the cohorts analysis' (customer_purchase_profile).")
+    segment_by = by_label.get(picked)
     segments: list[str] = []
     if segment_by:
         segments = side.multiselect(SEGMENTATIONS[segment_by].label, opts.segments[segment_by], key="segment",
