@@ -143,14 +143,15 @@ def test_headless_chromium_renders_the_plots(report, tmp_path):
     _, path, _ = report
     shot = tmp_path / "report.png"
     proc = subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1280,2400", path.resolve().as_uri()],
+                           f"--screenshot={shot}", "--window-size=1280,7000", path.resolve().as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert shot.exists(), proc.stderr[-2000:]
     pixels = (mpimg.imread(shot)[:, :, :3] * 255).astype(np.int16).reshape(-1, 3)
-    # Text and borders are grey; the plots (revenue bars, heatmap) are what brings colour to the page.
+    # Text and borders are grey; the plots (revenue bars, retention heatmap, survival curve) bring the colour:
+    # measured on this world's report about 4% coloured pixels in ~8,900 colours, text alone gives none.
     chromatic = pixels[(pixels.max(axis=1) - pixels.min(axis=1)) > 40]
-    assert len(chromatic) > 0.01 * len(pixels), len(chromatic)
-    assert len(np.unique(chromatic, axis=0)) > 100
+    assert len(chromatic) > 0.02 * len(pixels), len(chromatic)
+    assert len(np.unique(chromatic, axis=0)) > 1000
     keep = Path(path).with_suffix(".png")
     shutil.copy(shot, keep)
     print(f"report screenshot: {keep}")

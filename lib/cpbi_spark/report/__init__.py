@@ -87,7 +87,10 @@ def summary_sentences(data: ReportData, fmt) -> list[str]:
 def _figures(data: ReportData) -> dict[str, Any]:
     from cpbi_spark.report import figures as fg
 
-    s, figs = data.sections, {}
+    s = data.sections
+    # every figure the template may show; None when its data are missing (not run, or no grant)
+    figs: dict[str, Any] = dict.fromkeys(["monthly", "retention", "survival", "lift", "forest", "qini", "drivers",
+                                          "returns"])
     if len(data.monthly):
         figs["monthly"] = fg.to_data_uri(fg.monthly_revenue(data.monthly))
     if "retention" in s["cohorts"].frames and len(s["cohorts"].frames["retention"]):
