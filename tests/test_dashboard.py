@@ -82,6 +82,14 @@ def audit_rows(ctx, since: dt.datetime) -> pd.DataFrame:
     return frame[(frame["user_name"] == DASHBOARD_USER) & (frame["decided_ts"] >= pd.Timestamp(since))]
 
 
+def test_an_unknown_role_stops_the_command_before_a_server_starts(capsys):
+    from cpbi_spark.cli import main
+
+    assert main(["dashboard", "--env", "ci", "--role", "nobody", "--headless", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "unknown role 'nobody'" in err and "analyst" in err and "engineer" in err
+
+
 # --------------------------------------------------------------------------- the served dashboard
 @dataclass
 class Server:

@@ -129,18 +129,20 @@ def qini_chart(curve: pd.DataFrame) -> alt.Chart:
 
 
 def job_runs_chart(runs: pd.DataFrame) -> alt.Chart:
-    """``fact_job_runs``: seconds per stage attempt over time, coloured by status."""
-    return alt.Chart(runs).mark_circle(size=60).encode(
+    """``fact_job_runs``: seconds per stage attempt over time, coloured by stage, shaped by status."""
+    return alt.Chart(runs).mark_point(size=70, filled=True).encode(
         x=alt.X("started_ts:T", title="Started"), y=alt.Y("seconds:Q", title="Seconds"),
-        color=alt.Color("status:N", title="Status"),
+        color=alt.Color("stage:N", title="Stage"), shape=alt.Shape("status:N", title="Status"),
         tooltip=["run_id:N", "stage:N", "status:N", alt.Tooltip("seconds:Q", format=",.1f"), "rows_written:Q"],
     ).properties(height=260)
 
 
 def run_costs_chart(costs: pd.DataFrame) -> alt.Chart:
-    """``fact_run_costs``: cost of each run."""
-    return alt.Chart(costs).mark_bar().encode(
-        x=alt.X("started_ts:T", title="Run started"), y=alt.Y("cost:Q", title="Cost"),
+    """``fact_run_costs``: cost of each run, oldest first (one bar per run id, also when there is one run)."""
+    currency = str(costs["currency"].dropna().iloc[0]) if costs["currency"].notna().any() else ""
+    return alt.Chart(costs).mark_bar(size=24).encode(
+        x=alt.X("run_id:N", sort=alt.SortField("started_ts"), title="Run", axis=alt.Axis(labelAngle=-30)),
+        y=alt.Y("cost:Q", title=f"Cost {currency}".strip()),
         tooltip=["run_id:N", alt.Tooltip("cost:Q", format=",.4f"), "currency:N",
                  alt.Tooltip("wall_seconds:Q", format=",.0f")],
     ).properties(height=220)

@@ -437,8 +437,8 @@ def health(source: Source, filters: Filters) -> None:
 
     def recon() -> None:
         frame = query(source, "audit_recon", order_by=("domain", "check_name"))
-        bad = frame[frame["status"].astype(str).str.lower() != "ok"]
-        (st.warning if len(bad) else st.success)(f"{len(frame) - len(bad)} of {len(frame)} reconciliation checks ok")
+        bad = frame[frame["status"] != "balanced"]
+        (st.warning if len(bad) else st.success)(f"{len(frame) - len(bad)} of {len(frame)} checks balanced")
         st.dataframe(frame, hide_index=True)
 
     def costs() -> None:
