@@ -19,6 +19,7 @@ The exit code is 1 when a notebook fails; the message names the notebook and the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -124,10 +125,13 @@ def execute_notebook(path: Path, out_dir: Path, *, env: Mapping[str, str] | None
                             resources={"metadata": {"path": str(path.parent)}}, on_cell_start=on_cell_start)
     started = time.perf_counter()
     error = None
-    try:
-        client.execute(env=dict(os.environ if env is None else env))
-    except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError, kernel start-up
-        error = _describe_failure(nb, current.get("index"), exc)
+    # The kernel process's own output (Spark's JVM start-up, kernel warnings) goes to a log next to the copy;
+    # what the cells print is in the executed notebook.
+    with open(out_dir / f"{path.stem}.kernel.log", "w") as log:
+        try:
+            client.execute(env=dict(os.environ if env is None else env), stdout=log, stderr=log)
+        except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError, kernel start-up
+            error = _describe_failure(nb, current.get("index"), exc)
     seconds = time.perf_counter() - started
     nbformat.write(nb, output)
     return Execution(path, output, seconds, error)
@@ -177,20 +181,22 @@ def strip_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def default_out_dir() -> Path:
-    """``<CPBI_NOTEBOOK_STORAGE>/outputs/notebooks``, else the configured ``storage.outputs``/notebooks."""
+    """``<CPBI_NOTEBOOK_STORAGE>/outputs/notebooks``, else ``<storage.outputs>/notebooks`` of the configuration the
+    notebooks load (``CPBI_ENV``, ``CPBI_NOTEBOOK_OVERRIDES``, relative paths from the repository root)."""
     storage = os.environ.get("CPBI_NOTEBOOK_STORAGE")
     if storage:
-        return Path(storage) / "outputs" / "notebooks"
+        return Path(storage).expanduser().resolve() / "outputs" / "notebooks"
     from cpbi_spark.config import load_config
 
-    os.environ.setdefault("CPBI_CONF_DIR", str(ROOT / "conf"))
+    overrides = json.loads(os.environ.get("CPBI_NOTEBOOK_OVERRIDES") or "{}")
     cwd = Path.cwd()
     try:
-        os.chdir(ROOT)  # the notebooks resolve relative storage paths from the repository root
-        outputs = load_config(env=os.environ.get("CPBI_ENV") or "local").storage.outputs
+        os.chdir(ROOT)
+        config = load_config(env=os.environ.get("CPBI_ENV") or "local", overrides=overrides,
+                             conf_dir=os.environ.get("CPBI_CONF_DIR") or ROOT / "conf")
     finally:
         os.chdir(cwd)
-    return Path(outputs) / "notebooks"
+    return Path(config.storage.outputs) / "notebooks"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ok      {path.name}  {run.seconds:.1f} s  -> {run.output}")
         else:
             failed += 1
-            print(f"FAILED  {path.name}  {run.seconds:.1f} s: {run.error}  (executed copy: {run.output})",
-                  file=sys.stderr)
+            print(f"FAILED  {path.name}  {run.seconds:.1f} s: {run.error}  (executed copy: {run.output}, kernel "
+                  f"log: {run.output.with_suffix('.kernel.log')})", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -25,10 +25,12 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 EXPECTED = ["baskets.ipynb", "cohorts.ipynb", "uplift.ipynb"]
 PARAMETERS = ["CPBI_ENV", "CPBI_NOTEBOOK_STORAGE", "CPBI_NOTEBOOK_ROLE", "CPBI_NOTEBOOK_OVERRIDES",
               "CPBI_NOTEBOOK_RESULTS"]
-# The kernel starts its own JVM next to the test session's: keep it small.
+# The kernel starts its own JVM next to the test session's: keep it small. A notebook's JVM lives for a few dozen
+# seconds, so the quick client compiler and the serial collector halve its time on a busy 2-core machine.
 KERNEL_OVERRIDES = {"platform.enabled": "false", "spark.spark.master": "local[2]",
                     "spark.spark.driver.memory": "1g", "spark.spark.sql.shuffle.partitions": "2",
-                    "spark.spark.default.parallelism": "2"}
+                    "spark.spark.default.parallelism": "2",
+                    "spark.spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
 # Notebooks showing sales KPIs (computed by cpbi_spark.metrics.sales_kpis).
 SALES_KPIS = {"baskets.ipynb", "cohorts.ipynb"}
 # Figures each notebook draws (image/png outputs), at least.
@@ -116,7 +118,10 @@ def _sha(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def executed(analysed_world, tmp_path_factory):
-    """``run(name)`` executes a notebook once against the analysed world; returns (execution, results, nb)."""
+    """``run(name)`` executes a notebook once against the analysed world.
+
+    Returns (execution, key numbers, executed notebook, access decisions recorded during the run).
+    """
     ctx, _, _ = analysed_world
     storage = Path(ctx.config.storage.root).parent
     assert Path(ctx.config.storage.root) == storage / "lake"
@@ -132,16 +137,39 @@ def executed(analysed_world, tmp_path_factory):
             env = {**os.environ, "CPBI_ENV": "ci", "CPBI_NOTEBOOK_STORAGE": str(storage),
                    "CPBI_NOTEBOOK_ROLE": "analyst", "CPBI_NOTEBOOK_RESULTS": str(results),
                    "CPBI_NOTEBOOK_OVERRIDES": json.dumps(KERNEL_OVERRIDES)}
-            before = _sha(path)
+            before, audited_before = _sha(path), _audit(ctx)
             execution = runner.execute_notebook(path, out, env=env, timeout=900)
             print(f"{name}: {execution.seconds:.1f} s")
             assert execution.ok, f"{name} failed: {execution.error} (executed copy: {execution.output})"
             assert _sha(path) == before, f"running {name} modified the committed notebook"
             assert execution.output.parent == out
-            runs[name] = (execution, json.loads(results.read_text()), nbformat.read(execution.output, as_version=4))
+            audited = _audit(ctx)
+            audited = audited[~audited.decision_id.isin(audited_before.decision_id)]
+            runs[name] = (execution, json.loads(results.read_text()), nbformat.read(execution.output, as_version=4),
+                          audited)
         return runs[name]
 
     return run
+
+
+def _audit(ctx):
+    """The access decisions recorded so far (SecureReader appends one per read)."""
+    import pandas as pd
+
+    if not ctx.lake.exists("audit_access"):
+        return pd.DataFrame({"decision_id": [], "role": [], "dataset_id": [], "decision": []})
+    return ctx.lake.read("audit_access").select("decision_id", "role", "dataset_id", "decision").toPandas()
+
+
+def _check_run(name: str, run) -> dict:
+    """No error output, the figures drawn, every table read audited for the role; returns the key numbers."""
+    _, results, nb, audited = run
+    _check_outputs(name, nb)
+    code = "\n".join(_code(nbformat.read(NOTEBOOK_DIR / name, as_version=4)))
+    reads = set(re.findall(r"\bread\(\"(\w+)\"", code))
+    assert set(audited.dataset_id) == reads, f"{name}: tables audited {set(audited.dataset_id)}, read {reads}"
+    assert set(audited.role) == {"analyst"} and set(audited.decision) == {"granted"}
+    return results
 
 
 def _check_outputs(name: str, nb) -> None:
@@ -178,8 +206,7 @@ def _assert_kpis(found: dict, ctx) -> None:
 
 def test_baskets_notebook(executed, analysed_world):
     ctx, _, _ = analysed_world
-    _, results, nb = executed("baskets.ipynb")
-    _check_outputs("baskets.ipynb", nb)
+    results = _check_run("baskets.ipynb", executed("baskets.ipynb"))
     _assert_kpis(results["kpis"], ctx)
 
     scopes = _frame(ctx, "basket_scopes").query("segment_key == 'all'")
@@ -209,8 +236,7 @@ def test_baskets_notebook(executed, analysed_world):
 
 def test_cohorts_notebook(executed, analysed_world):
     ctx, _, _ = analysed_world
-    _, results, nb = executed("cohorts.ipynb")
-    _check_outputs("cohorts.ipynb", nb)
+    results = _check_run("cohorts.ipynb", executed("cohorts.ipynb"))
     _assert_kpis(results["kpis"], ctx)
 
     retention = _frame(ctx, "cohort_retention")
@@ -246,8 +272,7 @@ def test_cohorts_notebook(executed, analysed_world):
 
 def test_uplift_notebook(executed, analysed_world):
     ctx, _, _ = analysed_world
-    _, results, nb = executed("uplift.ipynb")
-    _check_outputs("uplift.ipynb", nb)
+    results = _check_run("uplift.ipynb", executed("uplift.ipynb"))
 
     studies = _frame(ctx, "uplift_studies")
     assert results["studies"] == {r.promotion_id: {"study_type": r.study_type, "causal": bool(r.causal)}
@@ -271,8 +296,10 @@ def test_uplift_notebook(executed, analysed_world):
         assert results["qini_curve_end"][f"{r.promotion_id}/{r.score_arm}/{r.learner}"] == pytest.approx(r.value)
 
     policy = _frame(ctx, "uplift_policy").query("strategy == 'policy' and compared_with == 'treat_none'")
-    assert results["policy_vs_none"] == pytest.approx(
-        {r.promotion_id: [r.incremental_profit, r.profit_ci_low, r.profit_ci_high] for r in policy.itertuples()})
+    assert results["policy_vs_none"].keys() == set(policy.promotion_id)
+    for r in policy.itertuples():
+        assert results["policy_vs_none"][r.promotion_id] == pytest.approx(
+            [r.incremental_profit, r.profit_ci_low, r.profit_ci_high]), r.promotion_id
     drivers = _frame(ctx, "purchase_drivers").query("method == 'permutation' and segment == 'all'")
     assert results["top_drivers"] == drivers.sort_values("rank").feature.head(3).tolist()
     assert results["drivers_test_auc"] == pytest.approx(drivers.test_auc.iloc[0])
@@ -307,6 +334,7 @@ def test_runner_uses_this_interpreter_names_the_failing_cell_and_strips(tmp_path
     executed_copy = nbformat.read(tmp_path / "out" / "broken.ipynb", as_version=4)
     assert executed_copy.cells[0].outputs[0]["text"].strip() == sys.executable
     assert executed_copy.cells[3].outputs == []  # execution stopped at the failing cell
+    assert (tmp_path / "out" / "broken.kernel.log").is_file()
 
     assert runner.main(["--check", str(tmp_path / "out" / "broken.ipynb")]) == 1
     assert runner.main(["--strip", str(tmp_path / "out" / "broken.ipynb")]) == 0
