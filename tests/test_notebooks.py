@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 EXPECTED = ["baskets.ipynb", "cohorts.ipynb", "uplift.ipynb"]
 PARAMETERS = ["CPBI_ENV", "CPBI_NOTEBOOK_STORAGE", "CPBI_NOTEBOOK_ROLE", "CPBI_NOTEBOOK_OVERRIDES",
-              "CPBI_NOTEBOOK_RESULTS"]
+              "CPBI_NOTEBOOK_SOURCE", "CPBI_NOTEBOOK_RESULTS"]
 # The kernel starts its own JVM next to the test session's: keep it small. A notebook's JVM lives for a few dozen
 # seconds, so the quick client compiler and the serial collector halve its time on a busy 2-core machine.
 KERNEL_OVERRIDES = {"platform.enabled": "false", "spark.spark.master": "local[2]",
@@ -74,7 +74,7 @@ def test_notebooks_use_the_library_and_its_definitions(name):
     first = _code(nb)[0]
     for variable in PARAMETERS:
         assert f'"{variable}"' in first, f"{name}: the first code cell does not read {variable}"
-    assert "RunContext.create(env=ENV, overrides=overrides)" in code
+    assert "RunContext.create(env=ENV, extra_files=SOURCES, overrides=overrides)" in code
     assert "SecureReader(ctx, ROLE)" in code
     assert "from cpbi_spark.metrics import METRICS, filter_lines, sales_kpis" in code
     if name in SALES_KPIS:
