@@ -196,6 +196,14 @@ def _causal_readout(readout: pd.DataFrame, studies: pd.DataFrame, metric: str) -
     return r[r["estimate"] == "unadjusted"] if "estimate" in r else r
 
 
+def _study_terms(studies: pd.DataFrame, promotion_id: str, cfg: InterventionsConfig) -> tuple[float, int]:
+    """A promotion's contact cost (0 when unknown) and its response window (the horizon of its actions)."""
+    study = studies[studies["promotion_id"] == promotion_id].iloc[0]
+    cost = float(study["cost_per_contact"]) if pd.notna(study["cost_per_contact"]) else 0.0
+    window = study["response_window_days"]
+    return cost, int(window) if pd.notna(window) else cfg.horizon_days
+
+
 def promotion_targeting(readout: pd.DataFrame, studies: pd.DataFrame, cfg: InterventionsConfig,
                         run_id: str) -> pd.DataFrame:
     """Send a randomised promotion's arm to the segments where it measurably pays, valued per campaign.
@@ -217,8 +225,7 @@ def promotion_targeting(readout: pd.DataFrame, studies: pd.DataFrame, cfg: Inter
         n = int(r.n + r.control_n)
         if n < p.min_segment_customers:
             continue
-        study = studies[studies["promotion_id"] == r.promotion_id].iloc[0]
-        cost = float(study["cost_per_contact"]) if pd.notna(study["cost_per_contact"]) else 0.0
+        cost, horizon = _study_terms(studies, r.promotion_id, cfg)
 
         def value(d: float, n: int = n, cost: float = cost) -> float:
             return n * (margin * d - cost)
@@ -232,8 +239,7 @@ def promotion_targeting(readout: pd.DataFrame, studies: pd.DataFrame, cfg: Inter
             "action": f"Send {r.promotion_id} ({r.arm}) to {r.segment} customers",
             "audience": f"segment {r.segment}", "audience_size": n,
             "expected_value": value(r.difference), "ci_low": value(r.ci_low), "ci_high": value(r.ci_high),
-            "horizon_days": int(study["response_window_days"]) if pd.notna(study["response_window_days"])
-            else cfg.horizon_days,
+            "horizon_days": horizon,
             "confidence": "high" if bool(cu["significant"]) else "medium",
             "evidence": (f"randomised test: conversion {cu['value']:.1%} vs control {cu['control_value']:.1%} "
                          f"({cu['difference']:+.1%}, 95% CI {cu['ci_low']:+.1%} to {cu['ci_high']:+.1%}); "
@@ -259,8 +265,7 @@ def promotion_stop(readout: pd.DataFrame, studies: pd.DataFrame, cfg: Interventi
     for r in rev[rev["segment"] == "all"].itertuples(index=False):
         if r.ci_low > 0:  # it pays on average: not a stop candidate
             continue
-        study = studies[studies["promotion_id"] == r.promotion_id].iloc[0]
-        cost = float(study["cost_per_contact"]) if pd.notna(study["cost_per_contact"]) else 0.0
+        cost, horizon = _study_terms(studies, r.promotion_id, cfg)
         n = int(r.n)
 
         def value(d: float, n: int = n, cost: float = cost) -> float:
@@ -275,8 +280,7 @@ def promotion_stop(readout: pd.DataFrame, studies: pd.DataFrame, cfg: Interventi
             "action": f"Stop {r.promotion_id} ({r.arm}): {verdict}",
             "audience": f"customers sent {r.promotion_id} ({r.arm})", "audience_size": n,
             "expected_value": value(r.difference), "ci_low": value(r.ci_high), "ci_high": value(r.ci_low),
-            "horizon_days": int(study["response_window_days"]) if pd.notna(study["response_window_days"])
-            else cfg.horizon_days,
+            "horizon_days": horizon,
             "confidence": "high" if r.ci_high < 0 else "medium",
             "evidence": (f"randomised test: net revenue per customer {r.difference:+.2f} vs control (95% CI "
                          f"{r.ci_low:+.2f} to {r.ci_high:+.2f}), p {r.p_value:.2g}"),
