@@ -234,6 +234,10 @@ def test_channel_filter_changes_net_revenue_to_the_independent_value(server, bro
     assert f"channel={channel}" in browser.current_url   # the filtered view is a shareable link
     assert exceptions_shown(browser) == []
 
+    browser.find_element(By.TAG_NAME, "h1").click()   # close the channel list before the picture
+    WebDriverWait(browser, 10).until(
+        lambda d: not [e for e in d.find_elements(By.CSS_SELECTOR, '[role="listbox"]') if e.is_displayed()])
+    time.sleep(0.5)   # its fade-out
     shot = tmp_path / f"dashboard-overview-{channel}.png"
     assert browser.save_screenshot(str(shot))
     print(f"dashboard screenshot: {shot}")

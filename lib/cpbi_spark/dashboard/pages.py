@@ -25,9 +25,10 @@ from cpbi_spark.dashboard import PAGES, charts
 from cpbi_spark.dashboard.data import SEGMENTATIONS, DashboardData, Filters, Options, TableUnavailable
 from cpbi_spark.metrics import METRICS
 
-# KPI tiles of the overview, in reading order (all defined in cpbi_spark.metrics.METRICS)
-KPI_TILES = ["net_revenue", "gross_revenue", "refunds", "orders", "customers", "average_order_value",
-             "return_rate", "orders_per_customer", "repeat_customer_share"]
+# KPI tiles of the overview, one row each for revenue, volume and behaviour (all in cpbi_spark.metrics.METRICS);
+# three to a row so that a full currency amount fits its tile next to the sidebar.
+KPI_ROWS = [["net_revenue", "gross_revenue", "refunds"], ["orders", "customers", "average_order_value"],
+            ["return_rate", "orders_per_customer", "repeat_customer_share"]]
 MONTHLY_CHOICES = ["net_revenue", "gross_revenue", "refunds", "orders", "customers", "average_order_value",
                    "return_rate"]
 ALL_CUSTOMERS = "all customers"
@@ -159,10 +160,10 @@ def sidebar(source: Source) -> Filters:
     side.header("Sales filters")
     start, end = opts.first_day, opts.last_day
     if start and end:
-        picked = side.date_input("Basket date", value=(start, end), min_value=start, max_value=end, key="dates",
-                                 bind="query-params")
+        span = side.date_input("Basket date", value=(start, end), min_value=start, max_value=end, key="dates",
+                               bind="query-params")
         # While a range is being picked the widget holds one date: keep the other end open until then.
-        dates = tuple(picked) if isinstance(picked, (tuple, list)) else (picked,)
+        dates = tuple(span) if isinstance(span, (tuple, list)) else (span,)
         start = dates[0] if dates else None
         end = dates[1] if len(dates) > 1 else None
     channels = side.multiselect("Channel", opts.channels, key="channel", bind="query-params")
@@ -196,10 +197,10 @@ def overview(source: Source, filters: Filters) -> None:
     except TableUnavailable as exc:
         show_unavailable(exc)
         return
-    columns = st.columns(len(KPI_TILES[:5]))
-    for i, name in enumerate(KPI_TILES):
-        columns[i % 5].metric(METRICS[name].label, source.money(kpis.get(name), name), help=METRICS[name].definition,
-                              border=True)
+    for row in KPI_ROWS:
+        for column, name in zip(st.columns(len(row)), row, strict=True):
+            column.metric(METRICS[name].label, source.money(kpis.get(name), name), help=METRICS[name].definition,
+                          border=True)
     chosen = st.selectbox("Monthly", MONTHLY_CHOICES, format_func=lambda n: METRICS[n].label, key="monthly_metric")
     monthly = _monthly(source.data, source.key, versions, repr(filters), filters)
     if monthly.empty:
