@@ -132,6 +132,11 @@ def execute_notebook(path: Path, out_dir: Path, *, env: Mapping[str, str] | None
             client.execute(env=dict(os.environ if env is None else env), stdout=log, stderr=log)
         except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError, kernel start-up
             error = _describe_failure(nb, current.get("index"), exc)
+    if error is None:  # an error raised after the cell's code (e.g. while a figure is drawn) does not stop the run
+        failed = [i for i, cell in enumerate(nb.cells)
+                  if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+        if failed:
+            error = _describe_failure(nb, failed[0], RuntimeError("error output"))
     seconds = time.perf_counter() - started
     nbformat.write(nb, output)
     return Execution(path, output, seconds, error)

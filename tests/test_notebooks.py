@@ -336,6 +336,13 @@ def test_runner_uses_this_interpreter_names_the_failing_cell_and_strips(tmp_path
     assert executed_copy.cells[3].outputs == []  # execution stopped at the failing cell
     assert (tmp_path / "out" / "broken.kernel.log").is_file()
 
+    # An error raised after the cell's code (here while the inline backend draws the figure) fails the run too.
+    late = _notebook(tmp_path / "late.ipynb", [
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.scatter([], [])\n"
+        "ax.axhline(1)\nax.set(xscale='log')\nplt.show()", "x = 1"])
+    run = runner.execute_notebook(late, tmp_path / "out", env=env, timeout=120)
+    assert not run.ok and run.error.startswith("cell 1 (code cell 1: `%matplotlib inline`): ValueError"), run.error
+
     assert runner.main(["--check", str(tmp_path / "out" / "broken.ipynb")]) == 1
     assert runner.main(["--strip", str(tmp_path / "out" / "broken.ipynb")]) == 0
     assert runner.is_stripped(tmp_path / "out" / "broken.ipynb")
