@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cpbi_spark.errors import CommitConflict, TableError, TableNotFound
-from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
@@ -145,6 +145,38 @@ class DeltaRsEngine(TableEngine):
             reader = reader.select("*", F.col("_metadata.file_path").alias(_FILE),
                                    F.col("_metadata.row_index").alias(_ROW))
         return reader
+
+    def changes(self, path: str, since_version: int) -> DataFrame | None:
+        """Only the files added or removed since ``since_version`` are read (see the base class).
+
+        A MERGE rewrites whole files, so an added file holds the changed rows and copies of
+        unchanged ones; the copies are also in the removed file it replaced and cancel out
+        (``exceptAll`` both ways), which leaves exactly the changed row images.
+        """
+        from pyarrow import fs as pafs
+        from pyspark.sql import functions as F
+
+        now = self._table(path)
+        if since_version > now.version():
+            return None  # the table was recreated since: its versions are not comparable
+        try:
+            old = self._table(path, since_version)
+        except TableError:
+            return None
+        schema = self._spark_schema(now)
+        if self._spark_schema(old).simpleString() != schema.simpleString():
+            return None
+        now_files = {_norm(u): u for u in now.file_uris()}
+        old_files = {_norm(u): u for u in old.file_uris()}
+        added = [u for k, u in now_files.items() if k not in old_files]
+        removed = [u for k, u in old_files.items() if k not in now_files]
+        for uri in removed:  # a vacuumed file: the old rows are gone, so the difference is unknown
+            filesystem, where = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+            if filesystem.get_file_info(where).type == pafs.FileType.NotFound:
+                return None
+        new_rows, old_rows = self._read_files(added, schema), self._read_files(removed, schema)
+        return (new_rows.exceptAll(old_rows).withColumn(CHANGE_COLUMN, F.lit("insert"))
+                .unionByName(old_rows.exceptAll(new_rows).withColumn(CHANGE_COLUMN, F.lit("delete"))))
 
     def history(self, path: str) -> list[HistoryEntry]:
         out = []
