@@ -16,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -63,12 +66,24 @@ def _freeze(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+@contextmanager
+def _timed(result: StageResult, step: str) -> Iterator[None]:
+    """Seconds per step in ``counters['step_seconds']`` (where an incremental run spends its time)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps = result.counters.setdefault("step_seconds", {})
+        steps[step] = round(steps.get(step, 0) + time.perf_counter() - t0, 2)
+
+
 def _sync(ctx: RunContext, table: str, df: DataFrame, result: StageResult) -> None:
     """Make ``table`` equal to ``df`` with one MERGE that writes only changed rows."""
     cfg = ctx.config.table(table)
-    df = ctx.lake.conform(table, df)
-    info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
-    _count(info, table, result)
+    with _timed(result, table):
+        df = ctx.lake.conform(table, df)
+        info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
+        _count(info, table, result)
 
 
 def _count(info, table: str, result: StageResult) -> None:
@@ -85,11 +100,12 @@ def _sync_scope(ctx: RunContext, table: str, df: DataFrame, in_scope: DataFrame,
     cfg = ctx.config.table(table)
     keys = list(cfg.keys)
     df = ctx.lake.conform(table, df)
-    source = _freeze(scoped_merge_source(df, in_scope, keys))
-    fed = source.count()
-    result.counters.setdefault("scope", {})[table] = fed
-    if fed:
-        _count(ctx.lake.merge(table, source, scoped_merge_spec(keys, df.columns)), table, result)
+    with _timed(result, table):
+        source = _freeze(scoped_merge_source(df, in_scope, keys))
+        fed = source.count()
+        result.counters.setdefault("scope", {})[table] = fed
+        if fed:
+            _count(ctx.lake.merge(table, source, scoped_merge_spec(keys, df.columns)), table, result)
 
 
 # Silver tables gold reads; their versions are recorded after each successful gold run.
@@ -179,7 +195,8 @@ def run_gold(ctx: RunContext) -> StageResult:
     rates = _daily_rates(ctx, lake.read_or_empty("ref_exchange_rates"), start, end).persist(
         _KEEP())
     reason = _full_reason(ctx, versions)
-    changes = None if reason else _silver_changes(ctx, versions, rates, start, end)
+    with _timed(result, "silver changes"):
+        changes = None if reason else _silver_changes(ctx, versions, rates, start, end)
     if reason is None and changes is None:
         reason = "the changes of an input since the last run cannot be read (e.g. vacuumed)"
     if reason is None:
@@ -192,7 +209,8 @@ def run_gold(ctx: RunContext) -> StageResult:
         _gold_full(ctx, sales, returns, rates, result)
     if has_time:
         _sync(ctx, "dim_time", marts.calendar(start, end), result)
-    checks = reconcile(ctx)
+    with _timed(result, "reconcile"):
+        checks = reconcile(ctx)
     rates.unpersist()
     result.counters["reconciliation"] = {c["check_name"]: c["status"] for c in checks}
     bad = [c for c in checks if c["status"] == "unbalanced"]
@@ -285,18 +303,20 @@ def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rat
     customers, products = lake.read_or_empty("dim_customer"), lake.read_or_empty("dim_product")
     merchants = lake.read_or_empty("dim_merchant")
     fees = lake.read_or_empty("ref_fee_schedule")
-    sale_ids = _freeze(affected_sales(sales, ch))
-    return_ids = _freeze(affected_returns(returns, sale_ids, ch))
-    ids = _freeze(sale_ids.select(F.col("txn_id").alias("transaction_id"))
-                  .unionByName(return_ids.select(F.col("return_id").alias("transaction_id"))).distinct())
-    result.counters["affected_lines"] = ids.count()
+    with _timed(result, "affected lines"):
+        sale_ids = _freeze(affected_sales(sales, ch))
+        return_ids = _freeze(affected_returns(returns, sale_ids, ch))
+        ids = _freeze(sale_ids.select(F.col("txn_id").alias("transaction_id"))
+                      .unionByName(return_ids.select(F.col("return_id").alias("transaction_id"))).distinct())
+        result.counters["affected_lines"] = ids.count()
     gold_facts = lake.read("fact_transactions")
     ret_scope = returns.join(return_ids, "return_id", "left_semi")
     origins = ret_scope.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
     sale_scope = sales.join(sale_ids.unionByName(origins), "txn_id", "left_semi")
-    new_facts = conform_transactions(sale_scope, ret_scope, customers, products, merchants, rates, reporting)
-    new_facts = _freeze(lake.conform("fact_transactions", new_facts.join(ids, "transaction_id", "left_semi")))
-    old_facts = _freeze(gold_facts.join(ids, "transaction_id", "left_semi"))
+    with _timed(result, "conform affected lines"):
+        new_facts = conform_transactions(sale_scope, ret_scope, customers, products, merchants, rates, reporting)
+        new_facts = _freeze(lake.conform("fact_transactions", new_facts.join(ids, "transaction_id", "left_semi")))
+        old_facts = _freeze(gold_facts.join(ids, "transaction_id", "left_semi"))
     # The whole fact table as it will be after this run, without writing it yet.
     view = gold_facts.join(ids, "transaction_id", "left_anti").unionByName(new_facts)
 
@@ -319,13 +339,15 @@ def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rat
                 lake.read("fact_basket_lines").join(baskets, "basket_id", "left_semi"), result)
 
     # Settlements: every business day with a changed line or rate.
-    days = _freeze(affected_business_dates(returns, ch))
+    with _timed(result, "affected days"):
+        days = _freeze(affected_business_dates(returns, ch))
     day_returns = returns.join(days, F.to_date("returned_ts") == days["business_date"], "left_semi")
     day_origins = day_returns.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
     day_sales = sales.join(days.select(F.col("business_date").alias("posted_date")), "posted_date",
                            "left_semi").unionByName(sales.join(day_origins, "txn_id", "left_semi"))
-    stage_settle = _freeze(marts.settlements(day_sales.distinct(), day_returns, fees).join(
-        days, "business_date", "left_semi"))
+    with _timed(result, "stage_settlements"):
+        stage_settle = _freeze(marts.settlements(day_sales.distinct(), day_returns, fees).join(
+            days, "business_date", "left_semi"))
     _sync_scope(ctx, "stage_settlements", stage_settle,
                 lake.read("stage_settlements").join(days, "business_date", "left_semi"), result)
     _sync_scope(ctx, "fact_settlements", marts.settlements_reporting(stage_settle, rates, fees, reporting),
@@ -344,9 +366,10 @@ def _sync_balances(ctx: RunContext, view: DataFrame, old_facts: DataFrame, new_f
 
     lake, limits = ctx.lake, _limits(ctx)
     snapshots = lake.read("fact_balance_snapshots")
-    old_last = snapshots.agg(F.max(F.trunc("snapshot_date", "month"))).first()[0]
-    new_last = (view.where(F.col("account_id").isNotNull())
-                .agg(F.max(F.trunc("posted_ts", "month"))).first()[0])
+    with _timed(result, "snapshot months"):
+        old_last = snapshots.agg(F.max(F.trunc("snapshot_date", "month"))).first()[0]
+        new_last = (view.where(F.col("account_id").isNotNull())
+                    .agg(F.max(F.trunc("posted_ts", "month"))).first()[0])
     if new_last is None or old_last is None or new_last < old_last:
         # No snapshot yet, or the data no longer reaches the last month: rebuild the table.
         _sync(ctx, "fact_balance_snapshots", marts.balance_snapshots(view, limits), result)
@@ -357,7 +380,8 @@ def _sync_balances(ctx: RunContext, view: DataFrame, old_facts: DataFrame, new_f
     if new_last > old_last:
         new_month = (old_last.replace(day=28) + dt.timedelta(days=4)).replace(day=1)  # the month after old_last
     changed = account_months(old_facts).unionByName(account_months(new_facts))
-    starts = _freeze(snapshot_starts(changed, snapshots, new_month))
+    with _timed(result, "snapshot months"):
+        starts = _freeze(snapshot_starts(changed, snapshots, new_month))
     bases = (snapshots.join(starts, "account_id")
              .filter(F.trunc("snapshot_date", "month") == F.add_months("start", -1))
              .select("account_id", "cumulative_net_spend"))
