@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--env", default="local", help="configuration environment of the runs (default local)")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of the results")
-    parser.add_argument("--workdir", help="folder for the temporary storage (default <results>/bench-<UTC>-tmp)")
+    parser.add_argument("--workdir", help="folder for the temporary storage (default <results>/bench-<UTC>/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data and lakehouses")
     parser.add_argument("--quiet", action="store_true", help="do not echo the pipeline output")
     args = parser.parse_args(argv)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir) if args.workdir else results / f"bench-{stamp}-tmp"
+    work = Path(args.workdir) if args.workdir else results / f"bench-{stamp}" / "tmp"  # gitignored
     env = {**os.environ, "PYSPARK_PYTHON": PYTHON}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("CPBI_ENV", None)
