@@ -311,6 +311,33 @@ def test_merge_null_safe_key(engine, spark, table):
 
 
 # ------------------------------------------------------------------------- history, maintenance
+def _changes(engine, table: str, since: int) -> set[tuple]:
+    return {(r["id"], r["v"], r["_change"]) for r in engine.changes(table, since).collect()}
+
+
+def test_changes_since_a_version_are_exactly_the_changed_row_images(engine, spark, table):
+    seed(engine, spark, table, [(1, "a"), (2, "b"), (3, "c")])                       # version 1, one file
+    engine.merge(frame(spark, [(2, "B"), (4, "d")]), table, MergeSpec.upsert(["id"]))  # 2: rewrites that file
+    engine.delete(table, "id = 3")                                                     # 3
+    # Rows 1 (copied into the rewritten file) and 4 -> 4 are unchanged in between: never reported.
+    assert _changes(engine, table, 1) == {(2, "B", "insert"), (4, "d", "insert"), (2, "b", "delete"),
+                                          (3, "c", "delete")}
+    assert _changes(engine, table, 2) == {(3, "c", "delete")}
+    assert _changes(engine, table, 3) == set()
+    engine.optimize(table)  # compaction moves rows between files without changing them
+    assert _changes(engine, table, 3) == set()
+    assert engine.changes(table, 99) is None  # a version the table never had: the caller recomputes
+
+
+def test_changes_are_unknown_once_the_old_files_are_vacuumed(spark, table):
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(1, "a")])
+    engine.overwrite(frame(spark, [(1, "A")]), table)
+    assert _changes(engine, table, 1) == {(1, "A", "insert"), (1, "a", "delete")}
+    engine.vacuum(table, retention_hours=0)
+    assert engine.changes(table, 1) is None
+
+
 def test_history_lists_operations_newest_first(engine, spark, table):
     engine.append(frame(spark, [(1, "a"), (2, "b"), (3, "c")]), table, app_id="load", app_version=5)
     engine.overwrite(frame(spark, [(3, "C")]), table, predicate="id = 3")

@@ -4,9 +4,10 @@ Incremental gold starts from the silver row images that changed since the versio
 consumed (:meth:`cpbi_spark.lakehouse.Lakehouse.changes`) and derives, with pure DataFrame
 functions, the scope of every gold table:
 
-- the fact lines to recompute: changed sales and returns, returns whose sale changed, and every
-  line of a customer, product or store whose dimension rows changed or of a currency and day whose
-  daily rate changed (a late SCD2 update re-points all lines of that customer);
+- the fact lines to recompute: changed sales and returns, returns whose sale changed, the lines
+  of a customer or product from the point in time where its SCD2 versions changed (a late update
+  re-points the lines after it; see :func:`dimension_change_points`), every line of a store whose
+  row changed, and the lines of a currency and day whose daily rate changed;
 - baskets, returns and settlement days touched by those lines, and per account the first month
   from which its month-end snapshots change (every account when a new month appears).
 
@@ -44,8 +45,8 @@ class SilverChanges:
 
     sales: DataFrame
     returns: DataFrame
-    customers: DataFrame      # customer_id
-    products: DataFrame       # product_id
+    customers: DataFrame      # customer_id, since (see dimension_change_points)
+    products: DataFrame       # product_id, since
     merchants: DataFrame      # merchant_id
     rate_days: DataFrame      # currency, rate_date
 
@@ -55,6 +56,53 @@ def changed_keys(changes: DataFrame, key: str, alias: str | None = None) -> Data
     from pyspark.sql import functions as F
 
     return changes.select(F.col(key).alias(alias or key)).where(F.col(alias or key).isNotNull()).distinct()
+
+
+def dimension_change_points(changes: DataFrame, dim: DataFrame, key: str, sk: str) -> DataFrame:
+    """Per key of an SCD2 dimension, from when on its facts may point elsewhere: ``key, since``.
+
+    ``changes`` are the dimension's changed row images (``_change``), ``dim`` its current rows. A
+    version that appeared, vanished or changed its attributes changes the facts from its
+    ``valid_from`` on; a version whose end alone moved (closed by a later or a late update),
+    from the earlier of its two ends. ``since`` is NULL when the first version is affected: lines
+    before it take the first version, so every line of the key may change.
+
+    Example:
+        >>> dimension_change_points(changes, dim_customer, "customer_id", "customer_sk")  # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
+
+    boundary = {sk, key, "valid_from", "valid_to", "is_current", CHANGE_COLUMN}
+    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in changes.columns if c not in boundary])), 256)
+
+    def side(kind: str, p: str) -> DataFrame:
+        return changes.filter(F.col(CHANGE_COLUMN) == kind).select(
+            sk, F.col(key).alias(f"{p}key"), F.col("valid_from").alias(f"{p}from"),
+            F.col("valid_to").alias(f"{p}to"), content.alias(f"{p}content"))
+
+    pairs = side("delete", "o_").join(side("insert", "n_"), sk, "full_outer")
+    only_end_moved = (F.col("o_key").isNotNull() & F.col("n_key").isNotNull()
+                      & F.col("o_content").eqNullSafe(F.col("n_content")) & F.col("o_from").eqNullSafe(F.col("n_from")))
+    start = F.when(only_end_moved, F.least("o_to", "n_to")).otherwise(F.least("o_from", "n_from"))
+    points = pairs.select(F.coalesce("o_key", "n_key").alias(key), start.alias("_start"),
+                          F.least("o_from", "n_from").alias("_from"))
+    first = dim.select(key, F.col("valid_from").alias("_from")).unionByName(points.select(key, "_from"))
+    first = first.groupBy(key).agg(F.min("_from").alias("_first"))
+    per_key = points.groupBy(key).agg(F.min("_start").alias("_start"),
+                                      F.max(F.col("_start").isNull().cast("int")).alias("_unknown"))
+    return per_key.join(first, key, "left").select(
+        key, F.when((F.col("_unknown") == 0) & (F.col("_start") > F.col("_first")), F.col("_start")).alias("since"))
+
+
+def _since(df: DataFrame, points: DataFrame, key: str, ts: str) -> DataFrame:
+    """Rows of ``df`` whose ``key`` has a change point at or before ``ts`` (NULL point: every row)."""
+    from pyspark.sql import functions as F
+
+    p = points.select(F.col(key).alias("_k"), "since")
+    return (df.join(p, df[key] == p["_k"], "inner")
+            .filter(F.col("since").isNull() | (F.col(ts) >= F.col("since"))).drop("_k", "since"))
 
 
 def changed_rate_days(old_daily: DataFrame, new_daily: DataFrame) -> DataFrame:
@@ -72,10 +120,10 @@ def affected_sales(sales: DataFrame, ch: SilverChanges) -> DataFrame:
     from pyspark.sql import functions as F
 
     ids = sales.select("txn_id", "customer_id", "product_id", F.col("store_id").alias("merchant_id"), "currency",
-                       F.to_date("posted_ts").alias("rate_date"))
+                       "posted_ts", F.to_date("posted_ts").alias("rate_date"))
     parts = [changed_keys(ch.sales, "txn_id"),
-             ids.join(ch.customers, "customer_id", "left_semi").select("txn_id"),
-             ids.join(ch.products, "product_id", "left_semi").select("txn_id"),
+             _since(ids, ch.customers, "customer_id", "posted_ts").select("txn_id"),
+             _since(ids, ch.products, "product_id", "posted_ts").select("txn_id"),
              ids.join(ch.merchants, "merchant_id", "left_semi").select("txn_id"),
              ids.join(ch.rate_days, ["currency", "rate_date"], "left_semi").select("txn_id")]
     out = parts[0]
@@ -93,13 +141,13 @@ def affected_returns(returns: DataFrame, sale_ids: DataFrame, ch: SilverChanges)
     from pyspark.sql import functions as F
 
     ids = returns.select("return_id", "original_txn_id", "customer_id", "product_id",
-                         F.col("store_id").alias("merchant_id"), "currency",
+                         F.col("store_id").alias("merchant_id"), "currency", "returned_ts",
                          F.to_date("returned_ts").alias("rate_date"))
     parts = [changed_keys(ch.returns, "return_id"),
              ids.join(sale_ids.select(F.col("txn_id").alias("original_txn_id")), "original_txn_id",
                       "left_semi").select("return_id"),
-             ids.join(ch.customers, "customer_id", "left_semi").select("return_id"),
-             ids.join(ch.products, "product_id", "left_semi").select("return_id"),
+             _since(ids, ch.customers, "customer_id", "returned_ts").select("return_id"),
+             _since(ids, ch.products, "product_id", "returned_ts").select("return_id"),
              ids.join(ch.merchants, "merchant_id", "left_semi").select("return_id"),
              ids.join(ch.rate_days, ["currency", "rate_date"], "left_semi").select("return_id")]
     out = parts[0]

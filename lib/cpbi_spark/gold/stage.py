@@ -33,6 +33,7 @@ from cpbi_spark.gold.incremental import (
     affected_sales,
     changed_keys,
     changed_rate_days,
+    dimension_change_points,
     scoped_merge_source,
     scoped_merge_spec,
     snapshot_starts,
@@ -195,11 +196,11 @@ def run_gold(ctx: RunContext) -> StageResult:
     rates = _daily_rates(ctx, lake.read_or_empty("ref_exchange_rates"), start, end).persist(
         _KEEP())
     reason = _full_reason(ctx, versions)
-    with _timed(result, "silver changes"):
-        changes = None if reason else _silver_changes(ctx, versions, rates, start, end)
-    if reason is None and changes is None:
-        reason = "the changes of an input since the last run cannot be read (e.g. vacuumed)"
+    changes = None
     if reason is None:
+        with _timed(result, "silver changes"):
+            changes, reason = _silver_changes(ctx, versions, rates, start, end)
+    if changes is not None:
         result.counters["mode"] = "incremental"
         _gold_incremental(ctx, sales, returns, rates, changes, result)
     else:
@@ -232,8 +233,9 @@ def _daily_rates(ctx: RunContext, rates_src: DataFrame, start, end) -> DataFrame
         .groupBy("currency", "rate_date").agg(F.first("rate_to_reporting").alias("rate_to_reporting"))
 
 
-def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame, start, end) -> SilverChanges | None:
-    """The silver changes since the consumed versions, or None when one of them cannot be read."""
+def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame, start,
+                    end) -> tuple[SilverChanges | None, str | None]:
+    """The silver changes since the consumed versions, or None and why gold must recompute all."""
     from pyspark.sql import functions as F
 
     lake = ctx.lake
@@ -248,10 +250,11 @@ def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame,
             continue
         ch = lake.changes(t, consumed[t])
         if ch is None:
-            return None
+            return None, f"the changes of {t} since version {consumed[t]} cannot be read (e.g. vacuumed)"
         frames[t] = _freeze(ch)
     if frames["ref_fee_schedule"].limit(1).count():
-        return None  # fees enter every settlement: recompute all of gold (a rare, small reference change)
+        # Fees enter every settlement: recompute all of gold (a rare change of a small reference table).
+        return None, "the fee schedule changed"
     if versions["ref_exchange_rates"] != consumed["ref_exchange_rates"]:
         old = lake.read("ref_exchange_rates", version=consumed["ref_exchange_rates"]) \
             if consumed["ref_exchange_rates"] >= 0 else lake.read_or_empty("ref_exchange_rates").limit(0)
@@ -260,10 +263,12 @@ def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame,
         rate_days = rates.select("currency", "rate_date").limit(0)
     return SilverChanges(
         sales=frames["stg_transactions"], returns=frames["stg_returns"],
-        customers=changed_keys(frames["dim_customer"], "customer_id"),
-        products=changed_keys(frames["dim_product"], "product_id"),
+        customers=_freeze(dimension_change_points(frames["dim_customer"], lake.read_or_empty("dim_customer"),
+                                                  "customer_id", "customer_sk")),
+        products=_freeze(dimension_change_points(frames["dim_product"], lake.read_or_empty("dim_product"),
+                                                 "product_id", "product_sk")),
         merchants=changed_keys(frames["dim_merchant"], "merchant_id"),
-        rate_days=_freeze(rate_days))
+        rate_days=_freeze(rate_days)), None
 
 
 def _gold_full(ctx: RunContext, sales: DataFrame, returns: DataFrame, rates: DataFrame, result: StageResult) -> None:
