@@ -311,6 +311,22 @@ def test_merge_null_safe_key(engine, spark, table):
 
 
 # ------------------------------------------------------------------------- history, maintenance
+def test_merge_rewrites_only_files_with_changed_rows(spark, table):
+    engine = DeltaRsEngine(spark)  # delta-spark decides its own file layout
+    seed(engine, spark, table, [(1, "a"), (2, "b")])        # file A
+    engine.append(frame(spark, [(3, "c")]), table)         # file B
+    file_a = live_files(table, version=1)
+    file_b = live_files(table) - file_a
+    spec = MergeSpec.upsert(["id"], only_if_changed="t.v <> s.v")
+    # Row 1 (file A) matches unchanged, row 3 (file B) changes, row 4 is new: only file B is rewritten.
+    info = engine.merge(frame(spark, [(1, "a"), (3, "C"), (4, "d")]), table, spec)
+    assert (info.files_removed, info.metrics["num_updated"], info.metrics["num_inserted"]) == (1, 1, 1)
+    assert info.metrics["num_copied"] == 0
+    assert file_a <= live_files(table) and not file_b & live_files(table)  # A stays, B was replaced
+    assert_rows(engine.read(table), spark, [(1, "a"), (2, "b"), (3, "C"), (4, "d")])
+    check_log(engine, table)
+
+
 def _changes(engine, table: str, since: int) -> set[tuple]:
     return {(r["id"], r["v"], r["_change"]) for r in engine.changes(table, since).collect()}
 
