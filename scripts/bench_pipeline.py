@@ -53,19 +53,39 @@ REPORTED_TABLES = ("raw_transactions", "fact_transactions")
 
 def _tree_rss(proc: psutil.Process) -> int:
     """Resident bytes of a process and all its descendants (processes may exit while we look)."""
-    total = 0
+    return sum(_rss_by_role(proc).values())
+
+
+def _rss_by_role(proc: psutil.Process) -> dict[str, int]:
+    """Resident bytes of the tree by role: the Python driver (the root and Python processes that are not
+    under a JVM), the JVMs (Spark's driver, or a local-cluster's master/workers/executors) and the Python
+    workers the JVMs start for UDFs and Arrow (``pyspark.daemon``)."""
+    roles = {"driver_python": 0, "jvm": 0, "python_workers": 0}
     try:
         members = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return roles
+    jvms: set[int] = set()
     for member in members:
         with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total
+            rss = member.memory_info().rss
+            name = member.name().lower()
+            if "java" in name:
+                jvms.add(member.pid)
+                roles["jvm"] += rss
+            elif any(p.pid in jvms for p in member.parents()):
+                roles["python_workers"] += rss
+            else:
+                roles["driver_python"] += rss
+    return roles
 
 
 def run_measured(cmd: list[str], env: dict[str, str], echo: bool, label: str) -> dict[str, Any]:
-    """Run ``cmd``, stream its output, sample the process tree's RSS; return output, seconds, peak."""
+    """Run ``cmd``, stream its output, sample the process tree's RSS; return output, seconds, peaks.
+
+    ``peak_rss_mb`` is the peak of the whole tree; ``peak_rss_mb_by_role`` the peak of each role
+    (see :func:`_rss_by_role`; the peaks of different roles may come from different moments).
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
@@ -81,13 +101,17 @@ def run_measured(cmd: list[str], env: dict[str, str], echo: bool, label: str) ->
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     peak = 0
+    peaks = {"driver_python": 0, "jvm": 0, "python_workers": 0}
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(ps))
+        roles = _rss_by_role(ps)
+        peak = max(peak, sum(roles.values()))
+        peaks = {k: max(v, roles[k]) for k, v in peaks.items()}
         time.sleep(SAMPLE_SECONDS)
     reader.join()
     return {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 2),
-            "peak_rss_mb": round(peak / 2**20, 1), "output": lines}
+            "peak_rss_mb": round(peak / 2**20, 1),
+            "peak_rss_mb_by_role": {k: round(v / 2**20, 1) for k, v in peaks.items()}, "output": lines}
 
 
 def parse_run(lines: list[str]) -> dict[str, Any]:

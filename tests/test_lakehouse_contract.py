@@ -311,6 +311,49 @@ def test_merge_null_safe_key(engine, spark, table):
 
 
 # ------------------------------------------------------------------------- history, maintenance
+def test_merge_rewrites_only_files_with_changed_rows(spark, table):
+    engine = DeltaRsEngine(spark)  # delta-spark decides its own file layout
+    seed(engine, spark, table, [(1, "a"), (2, "b")])        # file A
+    engine.append(frame(spark, [(3, "c")]), table)         # file B
+    file_a = live_files(table, version=1)
+    file_b = live_files(table) - file_a
+    spec = MergeSpec.upsert(["id"], only_if_changed="t.v <> s.v")
+    # Row 1 (file A) matches unchanged, row 3 (file B) changes, row 4 is new: only file B is rewritten.
+    info = engine.merge(frame(spark, [(1, "a"), (3, "C"), (4, "d")]), table, spec)
+    assert (info.files_removed, info.metrics["num_updated"], info.metrics["num_inserted"]) == (1, 1, 1)
+    assert info.metrics["num_copied"] == 0
+    assert file_a <= live_files(table) and not file_b & live_files(table)  # A stays, B was replaced
+    assert_rows(engine.read(table), spark, [(1, "a"), (2, "b"), (3, "C"), (4, "d")])
+    check_log(engine, table)
+
+
+def _changes(engine, table: str, since: int) -> set[tuple]:
+    return {(r["id"], r["v"], r["_change"]) for r in engine.changes(table, since).collect()}
+
+
+def test_changes_since_a_version_are_exactly_the_changed_row_images(engine, spark, table):
+    seed(engine, spark, table, [(1, "a"), (2, "b"), (3, "c")])                       # version 1, one file
+    engine.merge(frame(spark, [(2, "B"), (4, "d")]), table, MergeSpec.upsert(["id"]))  # 2: rewrites that file
+    engine.delete(table, "id = 3")                                                     # 3
+    # Rows 1 (copied into the rewritten file) and 4 -> 4 are unchanged in between: never reported.
+    assert _changes(engine, table, 1) == {(2, "B", "insert"), (4, "d", "insert"), (2, "b", "delete"),
+                                          (3, "c", "delete")}
+    assert _changes(engine, table, 2) == {(3, "c", "delete")}
+    assert _changes(engine, table, 3) == set()
+    engine.optimize(table)  # compaction moves rows between files without changing them
+    assert _changes(engine, table, 3) == set()
+    assert engine.changes(table, 99) is None  # a version the table never had: the caller recomputes
+
+
+def test_changes_are_unknown_once_the_old_files_are_vacuumed(spark, table):
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(1, "a")])
+    engine.overwrite(frame(spark, [(1, "A")]), table)
+    assert _changes(engine, table, 1) == {(1, "A", "insert"), (1, "a", "delete")}
+    engine.vacuum(table, retention_hours=0)
+    assert engine.changes(table, 1) is None
+
+
 def test_history_lists_operations_newest_first(engine, spark, table):
     engine.append(frame(spark, [(1, "a"), (2, "b"), (3, "c")]), table, app_id="load", app_version=5)
     engine.overwrite(frame(spark, [(3, "C")]), table, predicate="id = 3")

@@ -8,7 +8,14 @@ from decimal import Decimal
 import pytest
 from chispa import assert_df_equality
 
-from cpbi_spark.gold.marts import balance_snapshots, basket_lines, calendar, returns_fact, settlements
+from cpbi_spark.gold.marts import (
+    balance_snapshots,
+    balance_snapshots_since,
+    basket_lines,
+    calendar,
+    returns_fact,
+    settlements,
+)
 
 FACTS = ("transaction_id string, account_id string, customer_id string, product_id string, txn_type string, "
          "posted_ts timestamp, basket_id string, quantity double, amount_reporting decimal(18,2), "
@@ -126,6 +133,34 @@ def test_balance_snapshots_dense_months_cumulative_spend_and_points(spark):
     ], "account_id string, snapshot_date date, orders_in_month bigint, net_spend_month decimal(18,2), "
        "cumulative_net_spend decimal(20,2), points_balance bigint")
     assert_df_equality(out.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_balance_snapshots_since_continues_the_earlier_snapshots(spark):
+    schema = "account_id string, txn_type string, posted_ts timestamp, basket_id string, amount_reporting decimal(18,2)"
+    old = [("A1", "SALE", ts("2024-01-10 10:00:00"), "B1", dec("10.00")),
+           ("A1", "SALE", ts("2024-02-10 10:00:00"), "B2", dec("5.00")),
+           ("A2", "SALE", ts("2024-01-15 10:00:00"), "B3", dec("7.00")),
+           ("A3", "SALE", ts("2024-02-01 10:00:00"), "B4", dec("1.00"))]
+    new = [("A1", "RETURN", ts("2024-02-20 10:00:00"), "B1", dec("-4.00")),   # late line in February
+           ("A1", "SALE", ts("2024-04-02 10:00:00"), "B5", dec("8.00")),      # data now reaches April
+           ("A4", "SALE", ts("2024-03-03 10:00:00"), "B6", dec("2.50"))]      # a new account
+    limits = {"points_per_currency_unit": 1.0}
+    before = balance_snapshots(spark.createDataFrame(old, schema), limits)
+    facts = spark.createDataFrame(old + new, schema)
+    d = date.fromisoformat
+    # A1 from its changed month; A2 and A3 from the first new month; A4 from its first line.
+    starts = spark.createDataFrame([("A1", d("2024-02-01")), ("A2", d("2024-03-01")), ("A3", d("2024-03-01")),
+                                    ("A4", d("2024-03-01"))], "account_id string, start date")
+    bases = (before.join(starts, "account_id")
+             .filter("trunc(snapshot_date, 'month') = add_months(start, -1)")
+             .select("account_id", "cumulative_net_spend"))
+    got = balance_snapshots_since(facts, starts, bases, d("2024-04-01"), limits)
+    want = balance_snapshots(facts, limits).join(starts, "account_id").filter(
+        "trunc(snapshot_date, 'month') >= start").select(*got.columns)
+    assert want.count() == 9  # A1 Feb-Apr; A2, A3 and A4 Mar-Apr
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+    a1 = {r["snapshot_date"]: r["cumulative_net_spend"] for r in got.filter("account_id = 'A1'").collect()}
+    assert a1 == {d("2024-02-29"): dec("11.00"), d("2024-03-31"): dec("11.00"), d("2024-04-30"): dec("19.00")}
 
 
 def test_calendar_iso_weekdays_and_weekends(spark):

@@ -203,3 +203,56 @@ def test_stage_results_are_reported(world):
     bronze = world["results1"][0]
     assert bronze.tables["raw_transactions"] == world["manifest1"]["row_counts"]["transactions"]["rows"]
     json.dumps([r.counters for r in world["results2"]], default=str)
+
+
+GOLD_TABLES = ("fact_transactions", "fact_returns", "fact_basket_lines", "stage_adjustments", "stage_settlements",
+               "fact_settlements", "fact_balance_snapshots", "dim_time")
+
+
+@pytest.fixture(scope="module")
+def refreshed(world, spark, tmp_path_factory):
+    """After batch 2: gold rerun in place (must change nothing), then a full refresh on a copy of the lake."""
+    import shutil
+
+    again = _context(spark, world["root"])
+    rerun = run_stages(again, ["gold"])
+    copy = tmp_path_factory.mktemp("e2e_full_refresh")
+    shutil.copytree(world["root"] / "lake", copy / "lake")
+    ctx = RunContext.create(env="ci", spark=spark, full_refresh=True, overrides={
+        "storage.root": str(copy / "lake"), "storage.landing": str(world["root"] / "landing"),
+        "storage.outputs": str(copy / "outputs"), "platform.enabled": "false"})
+    full = run_stages(ctx, ["gold"])
+    return {"rerun": rerun[0], "rerun_commits": [c.table for c in again.lake.commits], "ctx": ctx, "full": full[0]}
+
+
+def test_batch2_gold_ran_incrementally_and_equals_a_full_refresh(world, refreshed):
+    gold1, gold2 = world["results1"][2], world["results2"][2]
+    assert gold1.counters["mode"] == "full" and gold2.counters["mode"] == "incremental"
+    full = refreshed["full"]
+    assert full.counters["mode"] == "full" and full.counters["full_reason"] == "--full-refresh"
+    inc_lake, full_lake = world["ctx2"].lake, refreshed["ctx"].lake
+    for table in GOLD_TABLES:
+        inc, ref = inc_lake.read(table), full_lake.read(table)
+        assert inc.count() == ref.count() > 0, table
+        assert inc.exceptAll(ref).count() == 0, f"{table}: incremental rows missing from the full refresh"
+        assert ref.exceptAll(inc).count() == 0, f"{table}: full-refresh rows missing from the incremental run"
+    # The full recompute found nothing to change in what the incremental run had written.
+    assert full.tables == {}, full.tables
+
+
+def test_batch2_gold_touched_only_the_affected_scope(world):
+    gold2, ctx = world["results2"][2], world["ctx2"]
+    scope = gold2.counters["scope"]
+    total = {t: ctx.lake.read(t).count() for t in scope}
+    assert 0 < gold2.counters["affected_lines"] < total["fact_transactions"]
+    for table, fed in scope.items():
+        assert fed < total[table], (table, fed, total[table])  # never the whole table
+    for commit in ctx.lake.commits:
+        if commit.table in scope:  # a MERGE changes at most the rows of its scope
+            m = commit.info.metrics
+            assert m["num_inserted"] + m["num_updated"] + m["num_deleted"] <= scope[commit.table], commit
+
+
+def test_gold_rerun_after_batch2_changes_nothing(refreshed):
+    assert refreshed["rerun"].counters["mode"] == "incremental"
+    assert refreshed["rerun_commits"] == [] and refreshed["rerun"].tables == {}

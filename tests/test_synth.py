@@ -525,3 +525,29 @@ def test_repurchase_drivers(half):
         for level, e in levels_.items():
             p, n = e["p"], e["n"]
             assert abs(realized[feature][level] - p) <= 4 * math.sqrt(p * (1 - p) / n), (feature, level)
+
+
+def test_batch_fraction_delivers_a_small_increment_with_the_master_changes(small, tmp_path):
+    part = tmp_path / "part"
+    m = generate(part, scale=0.05, seed=42, batch=2, batch_fraction=0.02)
+    history = small["m1"]["row_counts"]["transactions"]["valid"]
+    delivery = m["partial_delivery"]
+    assert delivery["history_lines"] == history
+    lines = m["row_counts"]["transactions"]["valid"]
+    assert lines == delivery["lines"] and abs(lines - 0.02 * history) <= 1
+    # The first lines of the batch in time order, the same ids as in the whole batch 2.
+    whole = small["root"] / "landing/transactions/transactions_2025-03.csv"
+    with whole.open() as fh:
+        first = [r["txn_id"] for r in csv.DictReader(fh) if r["txn_id"].startswith("T202503")]
+    with (part / "landing/transactions/transactions_2025-03.csv").open() as fh:
+        got = [r["txn_id"] for r in csv.DictReader(fh) if r["txn_id"].startswith("T202503")]
+    assert set(got) <= set(first) and len(got) >= lines
+    assert not (part / "landing/transactions/transactions_2025-04.csv").exists()
+    # Master data changes (late and changed customer versions, prices) come whole.
+    for source in ("customers", "products", "stores", "exchange_rates"):
+        assert m["row_counts"][source] == small["m2"]["row_counts"][source], source
+    assert m["truths"] == {} and m["batch_fraction"] == 0.02
+    with pytest.raises(ValueError, match="batch_fraction"):
+        generate(part, scale=0.05, seed=42, batch=2)  # a whole batch 2 would overwrite the partial one
+    with pytest.raises(ValueError, match="batch_fraction"):
+        generate(tmp_path / "b1", scale=0.05, seed=42, batch=1, batch_fraction=0.01)

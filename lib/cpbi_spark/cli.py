@@ -64,7 +64,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from cpbi_spark.synth import generate
 
     try:
-        manifest = generate(args.out, scale=args.scale, seed=args.seed, batch=args.batch, progress=print)
+        manifest = generate(args.out, scale=args.scale, seed=args.seed, batch=args.batch, progress=print,
+                            batch_fraction=args.batch_fraction)
     except ValueError as exc:  # e.g. the folder holds a batch made with other parameters
         raise CpbiError(str(exc)) from exc
     counts = manifest.get("row_counts") or manifest.get("counts") or {}
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, default=1.0, help="1 = ~100k transaction lines")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--batch", type=int, default=1, help="1 = history; 2 = a later delivery with changes")
+    g.add_argument("--batch-fraction", type=float, default=None, metavar="F",
+                   help="with --batch 2: deliver only about F x the history's lines (e.g. 0.01 for a 1%% "
+                        "incremental batch), plus the batch's customer, product, store and rate changes")
     g.add_argument("--out", required=True, help="output folder (landing files go to OUT/landing)")
     g.set_defaults(func=cmd_generate)
 

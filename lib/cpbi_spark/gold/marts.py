@@ -141,6 +141,48 @@ def balance_snapshots(facts: DataFrame, limits: Mapping[str, float]) -> DataFram
                                               F.lit(0)).cast("bigint"))
 
 
+def balance_snapshots_since(facts: DataFrame, starts: DataFrame, bases: DataFrame, last_month,
+                            limits: Mapping[str, float]) -> DataFrame:
+    """The month-end snapshots of some accounts from a start month on, continuing earlier snapshots.
+
+    ``starts`` has ``account_id, start`` (first month to recompute); ``facts`` must hold every line of
+    those accounts from their start month on; ``bases`` has ``account_id, cumulative_net_spend`` of
+    the snapshot just before the start (accounts without one begin at their first line, from 0).
+    The rows equal those :func:`balance_snapshots` gives for the same accounts and months.
+
+    Example:
+        >>> balance_snapshots_since(lines, starts, bases, date(2025, 2, 1), {})   # doctest: +SKIP
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    points_rate = float(limits.get("points_per_currency_unit", 1.0))
+    lines = (facts.filter(F.col("account_id").isNotNull()).withColumn("month", F.trunc("posted_ts", "month"))
+             .join(starts, "account_id").filter(F.col("month") >= F.col("start")))
+    monthly = lines.groupBy("account_id", "month").agg(
+        F.countDistinct(F.when(F.col("txn_type") == "SALE", F.col("basket_id"))).alias("orders_in_month"),
+        F.sum("amount_reporting").alias("net_spend_month"))
+    first = monthly.groupBy("account_id").agg(F.min("month").alias("first_line"))
+    base = bases.select("account_id", F.col("cumulative_net_spend").alias("_base"))
+    # With an earlier snapshot the grid continues from the start month; without one it begins at
+    # the account's first line (there is none before the start: those months are unchanged).
+    begin = (starts.join(base, "account_id", "left").join(first, "account_id", "left")
+             .select("account_id", "_base", F.when(F.col("_base").isNotNull(), F.col("start"))
+                     .otherwise(F.col("first_line")).alias("begin"))
+             .filter(F.col("begin").isNotNull() & (F.col("begin") <= F.lit(last_month).cast("date"))))
+    grid = begin.select("account_id", "_base", F.explode(F.sequence(
+        "begin", F.lit(last_month).cast("date"), F.expr("INTERVAL 1 MONTH"))).alias("month"))
+    full = grid.join(monthly, ["account_id", "month"], "left").fillna({"orders_in_month": 0})
+    w = Window.partitionBy("account_id").orderBy("month").rowsBetween(Window.unboundedPreceding, 0)
+    return full.select(
+        "account_id", F.last_day("month").alias("snapshot_date"), F.col("orders_in_month").cast("bigint"),
+        F.coalesce("net_spend_month", F.lit(0)).cast("decimal(18,2)").alias("net_spend_month"),
+        (F.coalesce("_base", F.lit(0)) + F.sum(F.coalesce("net_spend_month", F.lit(0))).over(w))
+        .cast("decimal(20,2)").alias("cumulative_net_spend"),
+    ).withColumn("points_balance", F.greatest(F.floor(F.col("cumulative_net_spend") * points_rate),
+                                              F.lit(0)).cast("bigint"))
+
+
 def calendar(start, end) -> DataFrame:
     """The date dimension from ``start`` to ``end`` (inclusive)."""
     from pyspark.sql import SparkSession

@@ -1,10 +1,14 @@
 """The gold stage: conformed facts, marts and the end-to-end reconciliation.
 
-Gold is recomputed from silver and applied with MERGEs that only write what changed
-(a rerun on the same silver makes no new version). Late SCD2 updates therefore re-point
-old facts to the right dimension version. The reconciliation (``audit_recon``) checks
-raw = accepted + quarantined + duplicate and that counts and amount checksums agree from
-silver to gold; an unbalanced check fails the stage after it is recorded.
+Gold is incremental: it reads only the silver rows that changed since the input versions its
+last successful run recorded (``ctl_stage_inputs``), recomputes the gold rows they affect (see
+:mod:`cpbi_spark.gold.incremental`) and MERGEs them within that scope. The first run, a change
+of settings, an input whose changes cannot be read, or ``--full-refresh`` recompute everything
+from silver instead. Either way a MERGE writes only what changed (a rerun on the same silver
+makes no new version), and a late SCD2 update re-points the facts of that customer or product.
+The reconciliation (``audit_recon``) checks raw = accepted + quarantined + duplicate and that
+counts and amount checksums agree from silver to gold; an unbalanced check fails the stage
+after it is recorded.
 
 Example:
     >>> run_gold(ctx).tables          # doctest: +SKIP
@@ -12,12 +16,29 @@ Example:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cpbi_spark.errors import PipelineError
 from cpbi_spark.gold import marts
 from cpbi_spark.gold.conform import conform_transactions, daily_rates
+from cpbi_spark.gold.incremental import (
+    SilverChanges,
+    account_months,
+    affected_business_dates,
+    affected_returns,
+    affected_sales,
+    changed_keys,
+    changed_rate_days,
+    dimension_change_points,
+    scoped_merge_source,
+    scoped_merge_spec,
+    snapshot_starts,
+)
+from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 from cpbi_spark.runtime import StageResult
 from cpbi_spark.silver.stage import sync_spec
@@ -30,17 +51,128 @@ if TYPE_CHECKING:
 STAGE = "gold"
 
 
+def _KEEP():  # a constant, looked up when used so that importing this module needs no Spark
+    from pyspark import StorageLevel
+
+    return StorageLevel.MEMORY_AND_DISK
+
+
+def _freeze(df: DataFrame) -> DataFrame:
+    """Materialise ``df`` and cut its lineage.
+
+    The scope frames are reused by many later queries; with their plans inlined the plans grow with
+    every reuse (rendering one ran the driver out of memory), so each is computed once and later
+    queries start from its blocks.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+@contextmanager
+def _timed(result: StageResult, step: str) -> Iterator[None]:
+    """Seconds per step in ``counters['step_seconds']`` (where an incremental run spends its time)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps = result.counters.setdefault("step_seconds", {})
+        steps[step] = round(steps.get(step, 0) + time.perf_counter() - t0, 2)
+
+
 def _sync(ctx: RunContext, table: str, df: DataFrame, result: StageResult) -> None:
     """Make ``table`` equal to ``df`` with one MERGE that writes only changed rows."""
     cfg = ctx.config.table(table)
-    df = ctx.lake.conform(table, df)
-    info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
+    with _timed(result, table):
+        df = ctx.lake.conform(table, df)
+        info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
+        _count(info, table, result)
+
+
+def _count(info, table: str, result: StageResult) -> None:
     if info.changed:
         result.tables[table] = sum(info.metrics.get(k, 0) for k in ("num_inserted", "num_updated", "num_deleted"))
 
 
+def _sync_scope(ctx: RunContext, table: str, df: DataFrame, in_scope: DataFrame, result: StageResult) -> None:
+    """Make the rows of ``table`` inside a scope equal to ``df``; rows outside it are not touched.
+
+    ``in_scope`` selects the table's current rows of the scope (its keys are what matters): those
+    ``df`` no longer produces are deleted. ``counters['scope'][table]`` records how many rows were fed.
+    """
+    cfg = ctx.config.table(table)
+    keys = list(cfg.keys)
+    df = ctx.lake.conform(table, df)
+    with _timed(result, table):
+        source = _freeze(scoped_merge_source(df, in_scope, keys))
+        fed = source.count()
+        result.counters.setdefault("scope", {})[table] = fed
+        if fed:
+            _count(ctx.lake.merge(table, source, scoped_merge_spec(keys, df.columns)), table, result)
+
+
+# Silver tables gold reads; their versions are recorded after each successful gold run.
+INPUTS = ("stg_transactions", "stg_returns", "dim_customer", "dim_product", "dim_merchant", "ref_exchange_rates",
+          "ref_fee_schedule")
+OUTPUTS = ("fact_transactions", "fact_returns", "fact_basket_lines", "stage_adjustments", "stage_settlements",
+           "fact_settlements", "fact_balance_snapshots")
+# Bump when a change to the gold code changes its output: the next run then recomputes everything.
+LOGIC_VERSION = "1"
+
+
+def _fingerprint(ctx: RunContext) -> str:
+    """Settings every gold row depends on; a different value forces a full recompute."""
+    import hashlib
+    import json
+
+    limits = ctx.config.refdata.get("limits", [])
+    text = json.dumps({"logic": LOGIC_VERSION, "reporting": ctx.config.project.reporting_currency,
+                       "limits": limits}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_versions(ctx: RunContext) -> dict[str, int]:
+    """Current version of every gold input (-1 for a table that does not exist)."""
+    return {t: ctx.lake.version(t) if ctx.lake.exists(t) else -1 for t in INPUTS}
+
+
+def consumed_versions(ctx: RunContext) -> tuple[dict[str, int], str | None]:
+    """The input versions and settings fingerprint of gold's last successful run (empty when none)."""
+    from pyspark.sql import functions as F
+
+    if not ctx.lake.exists("ctl_stage_inputs"):
+        return {}, None
+    rows = ctx.lake.read("ctl_stage_inputs").filter(F.col("stage") == STAGE).collect()
+    prints = {r["fingerprint"] for r in rows}
+    return {r["table_name"]: int(r["version"]) for r in rows}, (prints.pop() if len(prints) == 1 else None)
+
+
+def _record_inputs(ctx: RunContext, versions: dict[str, int]) -> None:
+    rows = [{"stage": STAGE, "table_name": t, "version": v, "fingerprint": _fingerprint(ctx), "run_id": ctx.run_id,
+             "consumed_at": ctx.started_at} for t, v in versions.items()]
+    # Only a new version is a change: a rerun on the same silver leaves this table as it is.
+    ctx.lake.merge("ctl_stage_inputs", ctx.lake.frame("ctl_stage_inputs", rows), MergeSpec.upsert(
+        ["stage", "table_name"],
+        only_if_changed="NOT (t.version <=> s.version) OR NOT (t.fingerprint <=> s.fingerprint)"))
+
+
+def _full_reason(ctx: RunContext, versions: dict[str, int]) -> str | None:
+    """Why this run must recompute all of gold, or None when an incremental run is possible."""
+    if ctx.full_refresh:
+        return "--full-refresh"
+    consumed, fingerprint = consumed_versions(ctx)
+    if not consumed:
+        return "no earlier gold run recorded"
+    if fingerprint != _fingerprint(ctx):
+        return "settings or gold logic changed since the last run"
+    missing = [t for t in OUTPUTS if not ctx.lake.exists(t)]
+    if missing:
+        return f"gold tables missing: {', '.join(missing)}"
+    for t, v in versions.items():
+        if consumed.get(t, -1) != v and (v < 0 or consumed.get(t, -1) < 0 or v < consumed[t]):
+            return f"input {t} appeared, disappeared or was recreated"
+    return None
+
+
 def run_gold(ctx: RunContext) -> StageResult:
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     lake, result = ctx.lake, StageResult(STAGE)
@@ -50,12 +182,9 @@ def run_gold(ctx: RunContext) -> StageResult:
             result.counters["skipped"] = "the sources hold no transaction lines"
             return result
         raise PipelineError("gold needs silver table stg_transactions; run the silver stage first")
-    reporting = ctx.config.project.reporting_currency
+    versions = input_versions(ctx)
     sales = lake.read("stg_transactions")
     returns = lake.read_or_empty("stg_returns")
-    customers, products = lake.read_or_empty("dim_customer"), lake.read_or_empty("dim_product")
-    merchants = lake.read_or_empty("dim_merchant")
-    fees = lake.read_or_empty("ref_fee_schedule")
     bounds = sales.agg(F.min("posted_date"), F.max("posted_date")).first()
     ret_max = returns.agg(F.max(F.to_date("returned_ts"))).first()[0]
     start, has_time = bounds[0], bounds[0] is not None
@@ -64,27 +193,25 @@ def run_gold(ctx: RunContext) -> StageResult:
         import datetime as dt
 
         start = end = dt.date(1970, 1, 1)
-    rates_src = lake.read_or_empty("ref_exchange_rates")
-    rates = daily_rates(rates_src.unionByName(  # the reporting currency converts at 1 even without a rate file
-        ctx.spark.createDataFrame([(start, reporting, 1.0, 1.0)], rates_src.schema)), str(start), str(end)) \
-        .groupBy("currency", "rate_date").agg(F.first("rate_to_reporting").alias("rate_to_reporting")) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
-
-    facts = conform_transactions(sales, returns, customers, products, merchants, rates, reporting)
-    facts = lake.conform("fact_transactions", facts).persist(StorageLevel.MEMORY_AND_DISK)
-    _sync(ctx, "fact_transactions", facts, result)
-    _sync(ctx, "fact_returns", marts.returns_fact(facts, returns, products), result)
-    _sync(ctx, "fact_basket_lines", marts.basket_lines(facts, products), result)
-    _sync(ctx, "stage_adjustments", marts.adjustments(returns), result)
-    stage_settle = marts.settlements(sales, returns, fees)
-    _sync(ctx, "stage_settlements", stage_settle, result)
-    _sync(ctx, "fact_settlements", marts.settlements_reporting(stage_settle, rates, fees, reporting), result)
-    limits = {r["limit_name"]: float(r["limit_value"]) for r in ctx.config.refdata.get("limits", [])}
-    _sync(ctx, "fact_balance_snapshots", marts.balance_snapshots(facts, limits), result)
+    rates = _daily_rates(ctx, lake.read_or_empty("ref_exchange_rates"), start, end).persist(
+        _KEEP())
+    reason = _full_reason(ctx, versions)
+    changes = None
+    if reason is None:
+        with _timed(result, "silver changes"):
+            changes, reason = _silver_changes(ctx, versions, rates, start, end)
+    if changes is not None:
+        result.counters["mode"] = "incremental"
+        _gold_incremental(ctx, sales, returns, rates, changes, result)
+    else:
+        result.counters["mode"] = "full"
+        result.counters["full_reason"] = reason
+        ctx.log.info("gold: full recompute (%s)", reason)
+        _gold_full(ctx, sales, returns, rates, result)
     if has_time:
         _sync(ctx, "dim_time", marts.calendar(start, end), result)
-    checks = reconcile(ctx)
-    facts.unpersist()
+    with _timed(result, "reconcile"):
+        checks = reconcile(ctx)
     rates.unpersist()
     result.counters["reconciliation"] = {c["check_name"]: c["status"] for c in checks}
     bad = [c for c in checks if c["status"] == "unbalanced"]
@@ -92,7 +219,182 @@ def run_gold(ctx: RunContext) -> StageResult:
         detail = "; ".join(f"{c['domain']}.{c['check_name']}: expected {c['expected']} observed {c['observed']}"
                            for c in bad)
         raise PipelineError(f"reconciliation failed ({len(bad)} check(s), see table audit_recon): {detail}")
+    # Written last: a run that fails before this point is redone from the same versions next time.
+    _record_inputs(ctx, versions)
     return result
+
+
+def _daily_rates(ctx: RunContext, rates_src: DataFrame, start, end) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    reporting = ctx.config.project.reporting_currency
+    return daily_rates(rates_src.unionByName(  # the reporting currency converts at 1 even without a rate file
+        ctx.spark.createDataFrame([(start, reporting, 1.0, 1.0)], rates_src.schema)), str(start), str(end)) \
+        .groupBy("currency", "rate_date").agg(F.first("rate_to_reporting").alias("rate_to_reporting"))
+
+
+def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame, start,
+                    end) -> tuple[SilverChanges | None, str | None]:
+    """The silver changes since the consumed versions, or None and why gold must recompute all."""
+    from pyspark.sql import functions as F
+
+    lake = ctx.lake
+    consumed, _ = consumed_versions(ctx)
+    frames: dict[str, DataFrame] = {}
+    for t in INPUTS:
+        if versions[t] < 0:
+            frames[t] = ctx.spark.createDataFrame([], lake.schema(t)).withColumn(CHANGE_COLUMN, F.lit(""))
+            continue
+        if versions[t] == consumed[t]:
+            frames[t] = lake.read(t).limit(0).withColumn(CHANGE_COLUMN, F.lit(""))
+            continue
+        ch = lake.changes(t, consumed[t])
+        if ch is None:
+            return None, f"the changes of {t} since version {consumed[t]} cannot be read (e.g. vacuumed)"
+        frames[t] = _freeze(ch)
+    if frames["ref_fee_schedule"].limit(1).count():
+        # Fees enter every settlement: recompute all of gold (a rare change of a small reference table).
+        return None, "the fee schedule changed"
+    if versions["ref_exchange_rates"] != consumed["ref_exchange_rates"]:
+        old = lake.read("ref_exchange_rates", version=consumed["ref_exchange_rates"]) \
+            if consumed["ref_exchange_rates"] >= 0 else lake.read_or_empty("ref_exchange_rates").limit(0)
+        rate_days = changed_rate_days(_daily_rates(ctx, old, start, end), rates)
+    else:
+        rate_days = rates.select("currency", "rate_date").limit(0)
+    return SilverChanges(
+        sales=frames["stg_transactions"], returns=frames["stg_returns"],
+        customers=_freeze(dimension_change_points(frames["dim_customer"], lake.read_or_empty("dim_customer"),
+                                                  "customer_id", "customer_sk")),
+        products=_freeze(dimension_change_points(frames["dim_product"], lake.read_or_empty("dim_product"),
+                                                 "product_id", "product_sk")),
+        merchants=changed_keys(frames["dim_merchant"], "merchant_id"),
+        rate_days=_freeze(rate_days)), None
+
+
+def _gold_full(ctx: RunContext, sales: DataFrame, returns: DataFrame, rates: DataFrame, result: StageResult) -> None:
+    """Recompute every gold table from all of silver; MERGE writes only the rows that differ."""
+    lake, reporting = ctx.lake, ctx.config.project.reporting_currency
+    customers, products = lake.read_or_empty("dim_customer"), lake.read_or_empty("dim_product")
+    merchants = lake.read_or_empty("dim_merchant")
+    fees = lake.read_or_empty("ref_fee_schedule")
+    facts = conform_transactions(sales, returns, customers, products, merchants, rates, reporting)
+    facts = lake.conform("fact_transactions", facts).persist(_KEEP())
+    _sync(ctx, "fact_transactions", facts, result)
+    _sync(ctx, "fact_returns", marts.returns_fact(facts, returns, products), result)
+    _sync(ctx, "fact_basket_lines", marts.basket_lines(facts, products), result)
+    _sync(ctx, "stage_adjustments", marts.adjustments(returns), result)
+    stage_settle = marts.settlements(sales, returns, fees)
+    _sync(ctx, "stage_settlements", stage_settle, result)
+    _sync(ctx, "fact_settlements", marts.settlements_reporting(stage_settle, rates, fees, reporting), result)
+    _sync(ctx, "fact_balance_snapshots", marts.balance_snapshots(facts, _limits(ctx)), result)
+    facts.unpersist()
+
+
+def _limits(ctx: RunContext) -> dict[str, float]:
+    return {r["limit_name"]: float(r["limit_value"]) for r in ctx.config.refdata.get("limits", [])}
+
+
+def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rates: DataFrame,
+                      ch: SilverChanges, result: StageResult) -> None:
+    """Recompute only the gold rows the silver changes affect and MERGE them within their scope.
+
+    The marts are computed from a view of the new facts (the unchanged gold lines plus the
+    recomputed ones) and written before ``fact_transactions``: until that last MERGE the old fact
+    images stay in gold, so a run interrupted midway finds the same scope again when it is redone.
+    """
+    from pyspark.sql import functions as F
+
+    lake, reporting = ctx.lake, ctx.config.project.reporting_currency
+    customers, products = lake.read_or_empty("dim_customer"), lake.read_or_empty("dim_product")
+    merchants = lake.read_or_empty("dim_merchant")
+    fees = lake.read_or_empty("ref_fee_schedule")
+    with _timed(result, "affected lines"):
+        sale_ids = _freeze(affected_sales(sales, ch))
+        return_ids = _freeze(affected_returns(returns, sale_ids, ch))
+        ids = _freeze(sale_ids.select(F.col("txn_id").alias("transaction_id"))
+                      .unionByName(return_ids.select(F.col("return_id").alias("transaction_id"))).distinct())
+        result.counters["affected_lines"] = ids.count()
+    gold_facts = lake.read("fact_transactions")
+    ret_scope = returns.join(return_ids, "return_id", "left_semi")
+    origins = ret_scope.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
+    sale_scope = sales.join(sale_ids.unionByName(origins), "txn_id", "left_semi")
+    with _timed(result, "conform affected lines"):
+        new_facts = conform_transactions(sale_scope, ret_scope, customers, products, merchants, rates, reporting)
+        new_facts = _freeze(lake.conform("fact_transactions", new_facts.join(ids, "transaction_id", "left_semi")))
+        old_facts = _freeze(gold_facts.join(ids, "transaction_id", "left_semi"))
+    # The whole fact table as it will be after this run, without writing it yet.
+    view = gold_facts.join(ids, "transaction_id", "left_anti").unionByName(new_facts)
+
+    # fact_returns and stage_adjustments: the affected returns.
+    needed = return_ids.select(F.col("return_id").alias("transaction_id")).unionByName(
+        origins.select(F.col("txn_id").alias("transaction_id"))).distinct()
+    _sync_scope(ctx, "fact_returns", marts.returns_fact(view.join(needed, "transaction_id", "left_semi"),
+                                                        ret_scope, products),
+                lake.read("fact_returns").join(return_ids, "return_id", "left_semi"), result)
+    _sync_scope(ctx, "stage_adjustments", marts.adjustments(ret_scope),
+                lake.read("stage_adjustments").join(
+                    return_ids.select(F.col("return_id").alias("adjustment_id")), "adjustment_id", "left_semi"),
+                result)
+
+    # fact_basket_lines: every basket holding an affected line (old or new image).
+    baskets = (old_facts.select("basket_id").unionByName(new_facts.select("basket_id"))
+               .where(F.col("basket_id").isNotNull()).distinct())
+    _sync_scope(ctx, "fact_basket_lines",
+                marts.basket_lines(view.join(baskets, "basket_id", "left_semi"), products),
+                lake.read("fact_basket_lines").join(baskets, "basket_id", "left_semi"), result)
+
+    # Settlements: every business day with a changed line or rate.
+    with _timed(result, "affected days"):
+        days = _freeze(affected_business_dates(returns, ch))
+    day_returns = returns.join(days, F.to_date("returned_ts") == days["business_date"], "left_semi")
+    day_origins = day_returns.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
+    day_sales = sales.join(days.select(F.col("business_date").alias("posted_date")), "posted_date",
+                           "left_semi").unionByName(sales.join(day_origins, "txn_id", "left_semi"))
+    with _timed(result, "stage_settlements"):
+        stage_settle = _freeze(marts.settlements(day_sales.distinct(), day_returns, fees).join(
+            days, "business_date", "left_semi"))
+    _sync_scope(ctx, "stage_settlements", stage_settle,
+                lake.read("stage_settlements").join(days, "business_date", "left_semi"), result)
+    _sync_scope(ctx, "fact_settlements", marts.settlements_reporting(stage_settle, rates, fees, reporting),
+                lake.read("fact_settlements").join(days, "business_date", "left_semi"), result)
+
+    # Month-end snapshots: per account from the first changed month on; all accounts for a new month.
+    _sync_balances(ctx, view, old_facts, new_facts, result)
+
+    # The facts themselves, last (see the docstring).
+    _sync_scope(ctx, "fact_transactions", new_facts, old_facts, result)
+
+
+def _sync_balances(ctx: RunContext, view: DataFrame, old_facts: DataFrame, new_facts: DataFrame,
+                   result: StageResult) -> None:
+    from pyspark.sql import functions as F
+
+    lake, limits = ctx.lake, _limits(ctx)
+    snapshots = lake.read("fact_balance_snapshots")
+    with _timed(result, "snapshot months"):
+        old_last = snapshots.agg(F.max(F.trunc("snapshot_date", "month"))).first()[0]
+        new_last = (view.where(F.col("account_id").isNotNull())
+                    .agg(F.max(F.trunc("posted_ts", "month"))).first()[0])
+    if new_last is None or old_last is None or new_last < old_last:
+        # No snapshot yet, or the data no longer reaches the last month: rebuild the table.
+        _sync(ctx, "fact_balance_snapshots", marts.balance_snapshots(view, limits), result)
+        return
+    import datetime as dt
+
+    new_month = None
+    if new_last > old_last:
+        new_month = (old_last.replace(day=28) + dt.timedelta(days=4)).replace(day=1)  # the month after old_last
+    changed = account_months(old_facts).unionByName(account_months(new_facts))
+    with _timed(result, "snapshot months"):
+        starts = _freeze(snapshot_starts(changed, snapshots, new_month))
+    bases = (snapshots.join(starts, "account_id")
+             .filter(F.trunc("snapshot_date", "month") == F.add_months("start", -1))
+             .select("account_id", "cumulative_net_spend"))
+    lines = view.join(starts.select("account_id"), "account_id", "left_semi")
+    rows = marts.balance_snapshots_since(lines, starts, bases, new_last, limits)
+    in_scope = (snapshots.join(starts, "account_id")
+                .filter(F.trunc("snapshot_date", "month") >= F.col("start")).select("account_id", "snapshot_date"))
+    _sync_scope(ctx, "fact_balance_snapshots", rows, in_scope, result)
 
 
 def _sum(df: DataFrame, expr) -> Decimal:

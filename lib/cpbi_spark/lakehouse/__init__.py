@@ -1,7 +1,7 @@
 """Delta tables behind one interface: engines (delta-rs, delta-spark), merge specs, the Lakehouse facade."""
 
 from cpbi_spark.lakehouse.catalog import Lakehouse, declared_schema
-from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine
 from cpbi_spark.lakehouse.merge_spec import (
     MatchedClause,
     MergeSpec,
@@ -10,6 +10,7 @@ from cpbi_spark.lakehouse.merge_spec import (
 )
 
 __all__ = [
+    "CHANGE_COLUMN",
     "CommitInfo",
     "HistoryEntry",
     "Lakehouse",

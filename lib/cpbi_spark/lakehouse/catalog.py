@@ -99,6 +99,17 @@ class Lakehouse:
     def history(self, name: str) -> list[HistoryEntry]:
         return self.engine.history(self.path(name))
 
+    def changes(self, name: str, since_version: int) -> DataFrame | None:
+        """Row images inserted / deleted since ``since_version`` (column ``_change``); None when unknown.
+
+        Example:
+            >>> lake.changes("dim_customer", 4).filter("_change = 'insert'")   # doctest: +SKIP
+        """
+        if not self.exists(name):
+            return None
+        self.reads.append(name)
+        return self.engine.changes(self.path(name), since_version)
+
     def frame(self, name: str, rows: list[dict]) -> DataFrame:
         """A small frame of ``rows`` (dicts) with the table's declared schema; numbers are coerced.
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cpbi_spark.errors import CommitConflict, TableError, TableNotFound
-from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
@@ -145,6 +145,38 @@ class DeltaRsEngine(TableEngine):
             reader = reader.select("*", F.col("_metadata.file_path").alias(_FILE),
                                    F.col("_metadata.row_index").alias(_ROW))
         return reader
+
+    def changes(self, path: str, since_version: int) -> DataFrame | None:
+        """Only the files added or removed since ``since_version`` are read (see the base class).
+
+        A MERGE rewrites whole files, so an added file holds the changed rows and copies of
+        unchanged ones; the copies are also in the removed file it replaced and cancel out
+        (``exceptAll`` both ways), which leaves exactly the changed row images.
+        """
+        from pyarrow import fs as pafs
+        from pyspark.sql import functions as F
+
+        now = self._table(path)
+        if since_version > now.version():
+            return None  # the table was recreated since: its versions are not comparable
+        try:
+            old = self._table(path, since_version)
+        except TableError:
+            return None
+        schema = self._spark_schema(now)
+        if self._spark_schema(old).simpleString() != schema.simpleString():
+            return None
+        now_files = {_norm(u): u for u in now.file_uris()}
+        old_files = {_norm(u): u for u in old.file_uris()}
+        added = [u for k, u in now_files.items() if k not in old_files]
+        removed = [u for k, u in old_files.items() if k not in now_files]
+        for uri in removed:  # a vacuumed file: the old rows are gone, so the difference is unknown
+            filesystem, where = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+            if filesystem.get_file_info(where).type == pafs.FileType.NotFound:
+                return None
+        new_rows, old_rows = self._read_files(added, schema), self._read_files(removed, schema)
+        return (new_rows.exceptAll(old_rows).withColumn(CHANGE_COLUMN, F.lit("insert"))
+                .unionByName(old_rows.exceptAll(new_rows).withColumn(CHANGE_COLUMN, F.lit("delete"))))
 
     def history(self, path: str) -> list[HistoryEntry]:
         out = []
@@ -329,7 +361,7 @@ class DeltaRsEngine(TableEngine):
         # NOT MATCHED BY SOURCE clauses act on rows of every file, not only the matched ones.
         touched = list(dt.file_uris()) if spec.when_not_matched_by_source else [r[_FILE] for r in per_file]
         tgt = self._read_files(touched, schema, with_position=True).select(
-            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), F.lit(True).alias(_T_PRESENT))
+            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, F.lit(True).alias(_T_PRESENT))
         joined = tgt.join(src, on, "full_outer")
         matched = F.col(_T_PRESENT).isNotNull() & F.col(_S_PRESENT).isNotNull()
         src_only = F.col(_T_PRESENT).isNull()
@@ -362,18 +394,25 @@ class DeltaRsEngine(TableEngine):
         for i, kind in kinds.items():
             kind_col = F.when(F.col(_ACTION) == i, F.lit(kind)).otherwise(kind_col)
         kind_col = F.when(src_only & (F.col(_ACTION) == -1), F.lit("skip")).otherwise(kind_col)
-        result = joined.select(*out_cols, kind_col.alias(_ACTION)).persist(StorageLevel.MEMORY_AND_DISK)
+        result = joined.select(*out_cols, kind_col.alias(_ACTION), _FILE).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            counts = {r[_ACTION]: r["n"] for r in result.groupBy(_ACTION).agg(F.count(F.lit(1)).alias("n")).collect()}
+            per_kind = result.groupBy(_ACTION, _FILE).agg(F.count(F.lit(1)).alias("n")).collect()
+            # Only files holding an updated or deleted row are rewritten: a file whose rows all matched
+            # unchanged (or that a NOT MATCHED BY SOURCE clause left alone) keeps its place in the table.
+            rewritten = sorted({r[_FILE] for r in per_kind if r[_ACTION] in ("update", "delete")})
+            counts: dict[str, int] = {}
+            for r in per_kind:
+                if r[_ACTION] != "copy" or r[_FILE] in rewritten:
+                    counts[r[_ACTION]] = counts.get(r[_ACTION], 0) + r["n"]
             metrics = {"num_inserted": counts.get("insert", 0), "num_updated": counts.get("update", 0),
                        "num_deleted": counts.get("delete", 0), "num_copied": counts.get("copy", 0)}
             if not (metrics["num_inserted"] or metrics["num_updated"] or metrics["num_deleted"]):
                 return CommitInfo(None, "MERGE", metrics=metrics)  # nothing changes: no new version
-            adds = self._write_files(result.filter(F.col(_ACTION).isin("insert", "update", "copy"))
-                                     .select(*cols), path)
+            keep = (F.col(_ACTION) == "insert") | (F.col(_ACTION).isin("update", "copy") & F.col(_FILE).isin(rewritten))
+            adds = self._write_files(result.filter(keep).select(*cols), path)
         finally:
             result.unpersist()
-        removes = self._remove_actions(dt, touched)
+        removes = self._remove_actions(dt, rewritten)
         return self._commit(dt, removes + adds, "append", "MERGE", metrics=metrics)
 
     def _merge_insert_only(self, dt: DeltaTable, path: str, src: DataFrame, spec: MergeSpec,

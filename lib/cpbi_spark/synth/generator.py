@@ -86,7 +86,8 @@ class _BatchFiles:
         return dict(sorted(out.items()))
 
 
-def _check_existing(root: Path, batch: int, seed: int, scale: float) -> bool:
+def _check_existing(root: Path, batch: int, seed: int, scale: float, fraction: float | None = None,
+                    requested: bool = False) -> bool:
     """True if ``batch`` was already generated here with the same parameters (then it is kept)."""
     path = root / MANIFEST_NAMES[batch]
     if not path.exists():
@@ -97,6 +98,10 @@ def _check_existing(root: Path, batch: int, seed: int, scale: float) -> bool:
             f"{path} was generated with seed={old.get('seed')}, scale={old.get('scale')}, "
             f"version={old.get('generator_version')}; refusing to add batch files with seed={seed}, "
             f"scale={scale}, version={GENERATOR_VERSION} to it")
+    if requested and old.get("batch_fraction") != fraction:
+        # The same file names would hold other lines: a partial and a whole delivery do not mix.
+        raise ValueError(f"{path} was generated with batch_fraction={old.get('batch_fraction')}; refusing to "
+                         f"write batch {batch} again with batch_fraction={fraction}: use another --out folder")
     return True
 
 
@@ -175,21 +180,37 @@ def _manifest(world: World, real: Realized, out: _BatchFiles) -> dict:
 
 
 def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 42, batch: int = 1,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, batch_fraction: float | None = None) -> dict:
     """Write delivery ``batch`` of the synthetic retailer under ``out_dir`` and return its manifest.
 
     Earlier batches missing from ``out_dir`` are written too (batch 2 needs batch 1's world);
     batches already present must have been generated with the same seed and scale and are never
-    rewritten. Output bytes depend only on (seed, scale, batch).
+    rewritten. Output bytes depend only on (seed, scale, batch, batch_fraction).
+
+    ``batch_fraction`` (batch 2 and later only) makes the delivery a small daily-style increment:
+    its transaction lines stop once they number ``batch_fraction`` x the lines of the earlier
+    batches (the first lines of the batch in time order, with a proportional share of dirty
+    lines), and only the returns made before that point are delivered (without planted dirty
+    returns, which are built from lines after it). Customer, product, store and rate files are
+    delivered whole, so the late and changed SCD2 versions are still in it. Such a manifest has
+    no analytical ``truths`` (they describe whole batches) and records ``partial_delivery``.
+
+    Example:
+        >>> generate("/tmp/cpbi", scale=1, batch=2, batch_fraction=0.01)["partial_delivery"]  # doctest: +SKIP
+        {'batch_fraction': 0.01, 'history_lines': 99876, 'lines': 998, 'until': '2025-03-05T...'}
     """
     if batch not in BATCH_MONTHS:
         raise ValueError(f"batch must be one of {sorted(BATCH_MONTHS)}, got {batch!r}")
+    if batch_fraction is not None and (batch < 2 or not 0 < batch_fraction <= 1):
+        raise ValueError(f"batch_fraction needs a later batch (--batch 2) and a value in (0, 1], got "
+                         f"batch={batch}, batch_fraction={batch_fraction}")
     sizes = SizeParams.from_scale(scale)
     root = Path(out_dir)
     say = progress or (lambda _msg: None)
     # Every batch already in out_dir must come from the same (seed, scale, version); the requested
     # batch is (re)written - a no-op for identical bytes - and missing earlier batches are added.
-    existing = {b: _check_existing(root, b, seed, sizes.scale) for b in BATCH_MONTHS}
+    existing = {b: _check_existing(root, b, seed, sizes.scale, batch_fraction, requested=b == batch)
+                for b in BATCH_MONTHS}
     to_write = [b for b in range(1, batch + 1) if b == batch or not existing[b]]
     world = build_world(seed, sizes.scale, say)
     tl = world.timeline
@@ -205,6 +226,9 @@ def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 42, batch: int
         plans_ret |= plan_dirty(seed, b, idx, world.expected_lines_month[idx] * mean_return,
                                 RETURN_DIRTY_KINDS, "returns")
     carry: list[tuple[int, dict]] = []
+    history_lines = 0  # valid lines of the batches before ``batch`` (the base of batch_fraction)
+    budget: int | None = None  # lines still to deliver in a partial batch
+    until: int | None = None  # time of the last delivered line of a partial batch
     for month in tl.months[: tl.batch_months(batch)[-1].index + 1]:
         m = month.index
         for spec in PROMOTIONS:  # the targeted campaign picks its audience from the spend so far
@@ -219,13 +243,27 @@ def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 42, batch: int
                                                        strict=True) if rm == m]
         carry = [(int(t), r) for t, r, rm in zip(rets.returned_ts.tolist(), rets.records, ret_month,
                                                  strict=True) if rm > m]
+        if month.batch < batch:
+            history_lines += sales.n_lines
         if month.batch not in outs:
             continue
         out = outs[month.batch]
-        tx = inject_transactions(world, sales, sales.rows(world), plans_tx[m])
+        valid, tx_plan, ret_plan = sales.rows(world), plans_tx[m], plans_ret[m]
+        if batch_fraction is not None and month.batch == batch:
+            if budget is None:
+                budget = max(1, round(batch_fraction * history_lines))
+            if budget <= 0:
+                continue
+            keep = min(budget, len(valid))  # lines are in time order: the first ones of the batch
+            budget -= keep
+            share = keep / max(1, len(valid))
+            valid, tx_plan, ret_plan = valid[:keep], {k: round(v * share) for k, v in tx_plan.items()}, {}
+            until = int(sales.l_ts[keep - 1])
+            due = [(t, r) for t, r in due if t <= until]
+        tx = inject_transactions(world, sales, valid, tx_plan)
         out.write("transactions", f"transactions_{month.label}.csv", "csv",
                   csv_bytes(TRANSACTION_COLUMNS, tx.rows), len(tx.rows), tx)
-        ret = inject_returns(world, sales, rets, due, plans_ret[m])
+        ret = inject_returns(world, sales, rets, due, ret_plan)
         out.write("returns", f"returns_{month.label}.jsonl", "jsonl", jsonl_bytes(r for _, r in ret.rows),
                   len(ret.rows), ret)
         say(f"transactions {month.label}: {sales.n_lines:,} lines in {sales.n_baskets:,} baskets "
@@ -234,6 +272,13 @@ def generate(out_dir: str | Path, scale: float = 1.0, seed: int = 42, batch: int
     for b, out in outs.items():
         _write_static(world, out)
         manifest = _manifest(world, real, out)
+        if batch_fraction is not None and b == batch:
+            manifest["batch_fraction"] = batch_fraction
+            manifest["truths"] = {}  # the planted truths describe whole batches, not this increment
+            manifest["partial_delivery"] = {
+                "batch_fraction": batch_fraction, "history_lines": history_lines,
+                "lines": manifest["row_counts"].get("transactions", {}).get("valid", 0),
+                "until": iso_date([until])[0] if until is not None else None}
         data = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
         write_if_changed(root / MANIFEST_NAMES[b], data)
         say(f"batch {b}: {len(out.files)} files, manifest {MANIFEST_NAMES[b]}")
