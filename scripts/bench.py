@@ -289,17 +289,22 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     failed = False
+
+    def write() -> None:
+        plots = plot(report, results / f"bench-{stamp}")
+        (results / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (results / f"bench-{stamp}.md").write_text(markdown(report, plots), encoding="utf-8")
+
     try:
         for scale in scales:
             run = bench_scale(scale, args, work, env)
             report["runs"].append(run)
             failed = failed or "error" in run
+            write()  # after every scale: an interrupted long run keeps the scales it finished
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    plots = plot(report, results / f"bench-{stamp}")
-    (results / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (results / f"bench-{stamp}.md").write_text(markdown(report, plots), encoding="utf-8")
+    write()
     with contextlib.suppress(OSError):
         print((results / f"bench-{stamp}.md").read_text(encoding="utf-8"))
     print(f"wrote {results / f'bench-{stamp}.json'} and {results / f'bench-{stamp}.md'}")
