@@ -147,6 +147,38 @@ def test_idempotent_append_with_app_version(engine, spark, table):
     check_log(engine, table)
 
 
+RECORD_SCHEMA = "id long, amount decimal(18,2), rate double, at timestamp, label string"
+
+
+def test_driver_records_append_once_and_overwrite(engine, spark, table):
+    """Run records built on the driver: typed by the schema, idempotent by token, replaceable."""
+    from pyspark.sql.types import _parse_datatype_string
+
+    schema = _parse_datatype_string(RECORD_SCHEMA)
+    at = datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)
+    rows = [{"id": 1, "amount": 2.005, "rate": 3, "at": at, "label": "x", "not_a_column": 1}, {"id": 2}]
+    first = engine.append_records(rows, schema, table, app_id="run-1/bronze", app_version=1)
+    assert (first.version, first.metrics["num_inserted"]) == (1, 2)
+    assert not engine.append_records(rows, schema, table, app_id="run-1/bronze", app_version=1).changed
+    # half-up to the column's scale, an int for a double column as a float, absent keys NULL
+    expected = [(1, Decimal("2.01"), 3.0, datetime(2024, 3, 1, 12, 30), "x"), (2, None, None, None, None)]
+    assert_rows(engine.read(table), spark, expected, RECORD_SCHEMA)
+    assert read_log(table).txns == {"run-1/bronze": 1}
+    check_log(engine, table)
+    collected = sorted((r.asDict() for r in engine.read(table).collect()), key=lambda r: r["id"])
+    assert sorted(engine.read_records(table), key=lambda r: r["id"]) == collected
+    assert collected[0]["at"] == datetime(2024, 3, 1, 12, 30)  # naive UTC, as the session time zone
+    replaced = engine.overwrite_records([{"id": 7, "label": "only"}], schema, table)
+    assert (replaced.version, replaced.files_removed) == (2, 1)
+    assert_rows(engine.read(table), spark, [(7, None, None, None, "only")], RECORD_SCHEMA)
+    assert engine.overwrite_records([], schema, table).version == 3
+    assert engine.read(table).count() == 0 and live_row_count(table) == 0
+    check_log(engine, table)
+    with pytest.raises(TableError, match="column label is int"):
+        engine.append_records([{"id": 1}], _parse_datatype_string("id long, amount decimal(18,2), rate double, "
+                                                                  "at timestamp, label int"), table)
+
+
 def test_time_travel_by_version_and_timestamp(engine, spark, table):
     seed(engine, spark, table, [(1, "a")])
     time.sleep(0.05)

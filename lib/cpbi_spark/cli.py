@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run pipeline stages")
     r.add_argument("stage", help="bronze, silver, gold, an analysis (baskets, cohorts, ...), "
                                  "pipeline (the three stages), all, or a comma-separated list such as silver,gold")
-    r.add_argument("--full-refresh", action="store_true", help="reprocess every bronze batch in silver and recompute all of gold")
+    r.add_argument("--full-refresh", action="store_true",
+                   help="reprocess every bronze batch in silver and recompute all of gold")
     r.add_argument("--summary", action="store_true", help="print every table's rows after the run")
     _common(r)
     r.set_defaults(func=cmd_run)

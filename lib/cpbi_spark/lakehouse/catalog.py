@@ -93,6 +93,15 @@ class Lakehouse:
             raise TableNotFound(f"table {name} does not exist yet")
         return self.spark.createDataFrame([], schema)
 
+    def read_records(self, name: str) -> list[dict]:
+        """A small table's rows as dicts (run records, reference data), read without a Spark job when
+        the engine can; as ``[r.asDict() for r in lake.read(name).collect()]`` would give them."""
+        path = self.path(name)
+        if not self.engine.exists(path):
+            raise TableNotFound(f"table {name} does not exist yet at {path}; run the stage that writes it")
+        self.reads.append(name)
+        return self.engine.read_records(path)
+
     def version(self, name: str) -> int:
         return self.engine.version(self.path(name))
 
@@ -115,25 +124,16 @@ class Lakehouse:
 
         For run records and reference data built on the driver (a handful of rows), never for data.
         """
-        from decimal import Decimal
+        from cpbi_spark.lakehouse.engine import coerce_records
 
-        from pyspark.sql.types import DecimalType, DoubleType, FloatType
+        schema = self._declared(name)
+        return self.spark.createDataFrame(coerce_records(rows, schema), schema)
 
+    def _declared(self, name: str) -> StructType:
         schema = self.schema(name)
         if schema is None:
             raise TableError(f"table {name} has no declared columns")
-
-        def coerce(value, data_type):
-            if value is None:
-                return None
-            if isinstance(data_type, (DoubleType, FloatType)):
-                return float(value)
-            if isinstance(data_type, DecimalType):
-                return Decimal(str(value))
-            return value
-
-        data = [tuple(coerce(r.get(f.name), f.dataType) for f in schema.fields) for r in rows]
-        return self.spark.createDataFrame(data, schema)
+        return schema
 
     # ------------------------------------------------------------------ writes
     def conform(self, name: str, df: DataFrame) -> DataFrame:
@@ -168,6 +168,24 @@ class Lakehouse:
             self.ensure(name)
         return self._record(name, self.engine.overwrite(self.conform(name, df), self.path(name),
                                                         predicate=predicate))
+
+    def append_records(self, name: str, rows: list[dict], *, app_id: str | None = None,
+                       app_version: int | None = None) -> CommitInfo:
+        """Append a few rows built on the driver (run records, reference data; see :meth:`frame`).
+
+        Example:
+            >>> lake.append_records("fact_job_runs", [{"run_id": "r1", ...}], app_id="r1/bronze")  # doctest: +SKIP
+        """
+        schema = self._declared(name)
+        self.ensure(name)
+        return self._record(name, self.engine.append_records(rows, schema, self.path(name), app_id=app_id,
+                                                             app_version=app_version))
+
+    def overwrite_records(self, name: str, rows: list[dict]) -> CommitInfo:
+        """Make the table hold exactly these driver-built rows (one commit; see :meth:`append_records`)."""
+        schema = self._declared(name)
+        self.ensure(name)
+        return self._record(name, self.engine.overwrite_records(rows, schema, self.path(name)))
 
     def merge(self, name: str, df: DataFrame, spec: MergeSpec) -> CommitInfo:
         self.ensure(name)

@@ -8,6 +8,10 @@ affected rows only, and committed as one atomic remove+add transaction, so an in
 job leaves the table at its last committed version (the uncommitted files are orphans
 that :meth:`vacuum` removes).
 
+Rows the driver built itself (run records, reference data: :meth:`append_records`,
+:meth:`overwrite_records`) are the one exception: they are already on the driver, so delta-rs
+writes and commits them directly, without a Spark job per record batch.
+
 Protocol used: reader 1 / writer 2 (no deletion vectors, no column mapping), the features
 every Delta reader supports, so delta-spark can read and write these tables too.
 
@@ -257,11 +261,7 @@ class DeltaRsEngine(TableEngine):
         return CommitInfo(dt.version(), operation, adds, len(actions) - adds, dict(metrics or {}))
 
     def _ensure_table(self, df: DataFrame, path: str) -> DeltaTable:
-        if not self.exists(path):
-            self.create(path, df.schema)
-        dt = self._table(path)
-        self._check_schema(self._spark_schema(dt), df.schema, path)
-        return dt
+        return self._ensure_schema(df.schema, path)
 
     def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
                app_version: int | None = None) -> CommitInfo:
@@ -275,6 +275,67 @@ class DeltaRsEngine(TableEngine):
         rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
         return self._commit(dt, adds, "append", "APPEND", metrics={"num_inserted": rows},
                             app_id=app_id, app_version=app_version)
+
+    def append_records(self, rows: list[dict], schema: StructType, path: str, *, app_id: str | None = None,
+                       app_version: int | None = None) -> CommitInfo:
+        if not rows:  # nothing to write; the Spark path records an idempotency token alone
+            return super().append_records(rows, schema, path, app_id=app_id, app_version=app_version)
+        dt = self._ensure_schema(schema, path)
+        done = dt.transaction_version(app_id) if app_id is not None else None
+        if done is not None and done >= int(app_version or 0):
+            return CommitInfo(None, "APPEND")  # this batch was committed before: idempotent rerun
+        return self._write_records(dt, rows, schema, "append", "APPEND", app_id=app_id, app_version=app_version)
+
+    def overwrite_records(self, rows: list[dict], schema: StructType, path: str) -> CommitInfo:
+        dt = self._ensure_schema(schema, path)
+        replaced = len(dt.file_uris())
+        info = self._write_records(dt, rows, schema, "overwrite", "OVERWRITE")
+        return dataclasses.replace(info, files_removed=replaced)
+
+    def read_records(self, path: str) -> list[dict]:
+        import pyarrow as pa
+
+        data = self._table(path).to_pyarrow_table()
+        # Delta timestamps are UTC instants; Spark hands them back naive in the session time zone (UTC).
+        for i, field in enumerate(data.schema):
+            if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+                data = data.set_column(i, field.name, data.column(i).cast(pa.timestamp(field.type.unit)))
+        return data.to_pylist()
+
+    def _ensure_schema(self, schema: StructType, path: str) -> DeltaTable:
+        if not self.exists(path):
+            self.create(path, schema)
+        dt = self._table(path)
+        self._check_schema(self._spark_schema(dt), schema, path)
+        return dt
+
+    def _write_records(self, dt: DeltaTable, rows: list[dict], schema: StructType, mode: str, operation: str, *,
+                       app_id: str | None = None, app_version: int | None = None) -> CommitInfo:
+        """Write driver-built rows with delta-rs itself (one parquet file and one commit)."""
+        import pyarrow as pa
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties, Transaction
+
+        from cpbi_spark.lakehouse.engine import coerce_records
+
+        names = schema.fieldNames()
+        data = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in coerce_records(rows, schema)],
+                                    schema=pa.schema(dt.schema().to_arrow()))
+        metrics = {"num_inserted": data.num_rows}
+        custom = {"cpbi.operation": operation, **{f"cpbi.{k}": v for k, v in metrics.items()}}
+        txns = None
+        if app_id is not None:
+            custom["cpbi.app_id"] = app_id
+            txns = [Transaction(app_id, int(app_version or 0), _now_ms())]
+        props = CommitProperties(custom_metadata=custom, max_commit_retries=3, app_transactions=txns)
+        try:
+            write_deltalake(dt, data, mode=mode, commit_properties=props)
+        except CommitFailedError as exc:
+            raise CommitConflict(f"{dt.table_uri}: {operation} lost against a concurrent commit: {exc}") from exc
+        dt.update_incremental()
+        written = (dt.history(1)[0].get("operationMetrics") or {}) if data.num_rows else {}
+        return CommitInfo(dt.version(), operation, int(written.get("num_added_files", 0)), 0, metrics)
 
     def _remove_actions(self, dt: DeltaTable, uris: list[str]) -> list:
         from deltalake.transaction import RemoveAction

@@ -2,7 +2,9 @@
 
 Jobs never talk to delta-rs or delta-spark directly: they call a :class:`TableEngine`
 (normally through :class:`cpbi_spark.lakehouse.Lakehouse`, which adds names, schemas and
-layers). All paths are table root folders or URIs; all data moves as Spark DataFrames.
+layers). All paths are table root folders or URIs; all data moves as Spark DataFrames, except
+the few rows a job builds on the driver itself (run records, reference data), which
+:meth:`TableEngine.append_records` / :meth:`TableEngine.overwrite_records` take as dicts.
 
 Example:
     >>> engine = make_engine(spark, "auto")                 # doctest: +SKIP
@@ -40,6 +42,33 @@ class CommitInfo:
     @property
     def changed(self) -> bool:
         return self.version is not None
+
+
+def coerce_records(rows: list[dict], schema: StructType) -> list[tuple]:
+    """Driver-built rows (dicts) as tuples in ``schema``'s column order, numbers coerced to its types.
+
+    A missing key is NULL; a number for a double column becomes a float, for a decimal column a
+    ``Decimal`` rounded half-up to the column's scale (as Spark rounds a wider decimal).
+
+    Example:
+        >>> from pyspark.sql.types import DecimalType, StructField, StructType
+        >>> coerce_records([{"x": 1.005}], StructType([StructField("x", DecimalType(18, 2))]))
+        [(Decimal('1.01'),)]
+    """
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from pyspark.sql.types import DecimalType, DoubleType, FloatType
+
+    def coerce(value: Any, data_type: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(data_type, (DoubleType, FloatType)):
+            return float(value)
+        if isinstance(data_type, DecimalType):
+            return Decimal(str(value)).quantize(Decimal(1).scaleb(-data_type.scale), rounding=ROUND_HALF_UP)
+        return value
+
+    return [tuple(coerce(r.get(f.name), f.dataType) for f in schema.fields) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,29 @@ class TableEngine(abc.ABC):
     @abc.abstractmethod
     def overwrite(self, df: DataFrame, path: str, *, predicate: str | None = None) -> CommitInfo:
         """Replace the whole table, or only the rows matching ``predicate`` (SQL), atomically."""
+
+    def append_records(self, rows: list[dict], schema: StructType, path: str, *, app_id: str | None = None,
+                       app_version: int | None = None) -> CommitInfo:
+        """:meth:`append` for a few rows built on the driver (dicts, typed by ``schema``).
+
+        Meant for run records and reference data, never for table data (that stays on the
+        executors). This default goes through a Spark frame; a backend may commit them directly.
+        """
+        return self.append(self._records_frame(rows, schema), path, app_id=app_id, app_version=app_version)
+
+    def overwrite_records(self, rows: list[dict], schema: StructType, path: str) -> CommitInfo:
+        """:meth:`overwrite` (whole table) with a few rows built on the driver; see :meth:`append_records`."""
+        return self.overwrite(self._records_frame(rows, schema), path)
+
+    def read_records(self, path: str) -> list[dict]:
+        """The rows of a small table (run records, reference data) as dicts, as Spark's ``collect`` gives them.
+
+        Timestamps come back naive in UTC (the session time zone), decimals as ``Decimal``.
+        """
+        return [r.asDict() for r in self.read(path).collect()]
+
+    def _records_frame(self, rows: list[dict], schema: StructType) -> DataFrame:
+        return self.spark.createDataFrame(coerce_records(rows, schema), schema)
 
     @abc.abstractmethod
     def delete(self, path: str, predicate: str) -> CommitInfo:

@@ -95,18 +95,15 @@ class PlatformStore:
         """The table's rows as dicts (small platform tables only); [] when it does not exist."""
         if not self.lake.exists(name):
             return []
-        df = self.lake.read(name)
-        if where:
-            df = df.where(where)
-        return [r.asDict() for r in df.collect()]
+        if not where:
+            return self.lake.read_records(name)
+        return [r.asDict() for r in self.lake.read(name).where(where).collect()]
 
     def append_once(self, name: str, rows: list[dict] | DataFrame, *, token: str) -> CommitInfo | None:
         """Append the records of one run step once: a repeat with the same ``token`` writes nothing."""
-        if isinstance(rows, list):
-            if not rows:
-                return None
-            rows = self.frame(name, rows)
         with self.timed(name):
+            if isinstance(rows, list):  # records built here: committed without a Spark job
+                return self.lake.append_records(name, rows, app_id=token, app_version=1) if rows else None
             return self.lake.append(name, rows, app_id=token, app_version=1)
 
     def upsert(self, name: str, rows: list[dict] | DataFrame, *, insert_only: bool = False) -> CommitInfo | None:
@@ -151,7 +148,6 @@ class PlatformStore:
         if not rows and not exists:
             self.lake.ensure(name)
         else:
-            self.lake.overwrite(name, self.frame(name, rows) if rows else
-                                self.ctx.spark.createDataFrame([], self.lake.schema(name)))
+            self.lake.overwrite_records(name, rows)
         _KNOWN[path] = (self.lake.version(name), wanted)
         return True
