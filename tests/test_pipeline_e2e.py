@@ -256,3 +256,15 @@ def test_batch2_gold_touched_only_the_affected_scope(world):
 def test_gold_rerun_after_batch2_changes_nothing(refreshed):
     assert refreshed["rerun"].counters["mode"] == "incremental"
     assert refreshed["rerun_commits"] == [] and refreshed["rerun"].tables == {}
+
+
+def test_gold_recomputes_all_when_incremental_gold_is_off(world, spark):
+    """``gold.incremental: false`` (the default outside CI) takes the full path even when changes are readable."""
+    from cpbi_spark.gold.stage import _full_reason, input_versions
+
+    root = world["root"]
+    for enabled, reason in (("true", None), ("false", "gold.incremental is off")):
+        ctx = RunContext.create(env="ci", spark=spark, overrides={
+            "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
+            "storage.outputs": str(root / "outputs"), "platform.enabled": "false", "gold.incremental": enabled})
+        assert _full_reason(ctx, input_versions(ctx)) == reason

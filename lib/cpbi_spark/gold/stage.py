@@ -158,6 +158,8 @@ def _full_reason(ctx: RunContext, versions: dict[str, int]) -> str | None:
     """Why this run must recompute all of gold, or None when an incremental run is possible."""
     if ctx.full_refresh:
         return "--full-refresh"
+    if not ctx.config.gold.incremental:
+        return "gold.incremental is off"
     consumed, fingerprint = consumed_versions(ctx)
     if not consumed:
         return "no earlier gold run recorded"
