@@ -39,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import CPBI, ROOT, SAMPLE_SECONDS, VENV_BIN, machine, parse_run, run_measured
+from bench_pipeline import (
+    CPBI,
+    ROOT,
+    SAMPLE_SECONDS,
+    VENV_BIN,
+    add_common_arguments,
+    machine,
+    parse_run,
+    parse_scales,
+    run_measured,
+)
 
 PYTHON = str(VENV_BIN / "python")
 STAGE_TABLE = {"bronze": "raw_transactions", "silver": "stg_transactions", "gold": "fact_transactions"}
@@ -253,21 +263,10 @@ def _save(fig, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cpbi benchmark suite (see the module docstring).")
-    parser.add_argument("--scales", default="1,5,20", help="comma-separated generator scales (default 1,5,20)")
+    add_common_arguments(parser, "1,5,20")
     parser.add_argument("--batch-fraction", type=float, default=0.01, help="size of the incremental batch")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--env", default="local", help="configuration environment of the runs (default local)")
-    parser.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of the results")
-    parser.add_argument("--workdir", help="folder for the temporary storage (default <results>/bench-<UTC>/tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data and lakehouses")
-    parser.add_argument("--quiet", action="store_true", help="do not echo the pipeline output")
     args = parser.parse_args(argv)
-    try:
-        scales = [float(s) for s in args.scales.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--scales expects numbers separated by commas, got {args.scales!r}")
-    if not scales or any(s <= 0 for s in scales):
-        parser.error("--scales needs at least one positive number")
+    scales = parse_scales(parser, args)
     if not Path(CPBI).exists():
         print(f"{CPBI} not found: run `bash scripts/setup.sh` first", file=sys.stderr)
         return 2

@@ -255,22 +255,34 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time cpbi run pipeline (full and incremental) at several scales.")
-    parser.add_argument("--scales", default="1,10", help="comma-separated generator scales (default 1,10)")
+def add_common_arguments(parser: argparse.ArgumentParser, default_scales: str) -> None:
+    """The options every pipeline benchmark takes (scales, seed, env, folders, keep, quiet)."""
+    parser.add_argument("--scales", default=default_scales,
+                        help=f"comma-separated generator scales (default {default_scales})")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--env", default="local", help="configuration environment of the runs (default local)")
-    parser.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of the JSON results")
-    parser.add_argument("--workdir", help="folder for the temporary storage (default bench/results/<run>/tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data and lakehouse")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results"), help="folder of the results")
+    parser.add_argument("--workdir", help="folder for the temporary storage (default under the run's results)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and lakehouses")
     parser.add_argument("--quiet", action="store_true", help="do not echo the pipeline output")
-    args = parser.parse_args(argv)
+
+
+def parse_scales(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[float]:
+    """``--scales`` as numbers; a usage error names what is wrong."""
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--scales expects numbers separated by commas, got {args.scales!r}")
     if not scales or any(s <= 0 for s in scales):
         parser.error("--scales needs at least one positive number")
+    return scales
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time cpbi run pipeline (full and incremental) at several scales.")
+    add_common_arguments(parser, "1,10")
+    args = parser.parse_args(argv)
+    scales = parse_scales(parser, args)
     if not Path(CPBI).exists():
         print(f"{CPBI} not found: run `bash scripts/setup.sh` first", file=sys.stderr)
         return 2

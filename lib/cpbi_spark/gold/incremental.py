@@ -51,6 +51,13 @@ class SilverChanges:
     rate_days: DataFrame      # currency, rate_date
 
 
+def _union_distinct(parts: list[DataFrame]) -> DataFrame:
+    """The distinct rows of frames with the same columns."""
+    from functools import reduce
+
+    return reduce(lambda a, b: a.unionByName(b), parts).distinct()
+
+
 def changed_keys(changes: DataFrame, key: str, alias: str | None = None) -> DataFrame:
     """The distinct non-null ``key`` values of changed row images (``alias`` renames the column)."""
     from pyspark.sql import functions as F
@@ -126,10 +133,7 @@ def affected_sales(sales: DataFrame, ch: SilverChanges) -> DataFrame:
              _since(ids, ch.products, "product_id", "posted_ts").select("txn_id"),
              ids.join(ch.merchants, "merchant_id", "left_semi").select("txn_id"),
              ids.join(ch.rate_days, ["currency", "rate_date"], "left_semi").select("txn_id")]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.distinct()
+    return _union_distinct(parts)
 
 
 def affected_returns(returns: DataFrame, sale_ids: DataFrame, ch: SilverChanges) -> DataFrame:
@@ -150,10 +154,7 @@ def affected_returns(returns: DataFrame, sale_ids: DataFrame, ch: SilverChanges)
              _since(ids, ch.products, "product_id", "returned_ts").select("return_id"),
              ids.join(ch.merchants, "merchant_id", "left_semi").select("return_id"),
              ids.join(ch.rate_days, ["currency", "rate_date"], "left_semi").select("return_id")]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.distinct()
+    return _union_distinct(parts)
 
 
 def affected_business_dates(returns: DataFrame, ch: SilverChanges) -> DataFrame:

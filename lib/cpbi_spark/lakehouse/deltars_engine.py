@@ -71,6 +71,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _commit_properties(operation: str, metrics: dict[str, int] | None, app_id: str | None,
+                       app_version: int | None):
+    """The commit's custom metadata (``cpbi.*``: operation, metrics, app id), retries and idempotency token."""
+    from deltalake.transaction import CommitProperties, Transaction
+
+    custom = {"cpbi.operation": operation, **{f"cpbi.{k}": v for k, v in (metrics or {}).items()}}
+    txns = None
+    if app_id is not None:
+        custom["cpbi.app_id"] = app_id
+        txns = [Transaction(app_id, int(app_version or 0), _now_ms())]
+    return CommitProperties(custom_metadata=custom, max_commit_retries=3, app_transactions=txns)
+
+
 class DeltaRsEngine(TableEngine):
     """Delta tables written by Spark and committed with delta-rs (the embedded default)."""
 
@@ -243,15 +256,9 @@ class DeltaRsEngine(TableEngine):
                 metrics: dict[str, int] | None = None, app_id: str | None = None,
                 app_version: int | None = None) -> CommitInfo:
         from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import AddAction, CommitProperties, Transaction
+        from deltalake.transaction import AddAction
 
-        custom = {"cpbi.operation": operation}
-        custom.update({f"cpbi.{k}": v for k, v in (metrics or {}).items()})
-        txns = None
-        if app_id is not None:
-            custom["cpbi.app_id"] = app_id
-            txns = [Transaction(app_id, int(app_version or 0), _now_ms())]
-        props = CommitProperties(custom_metadata=custom, max_commit_retries=3, app_transactions=txns)
+        props = _commit_properties(operation, metrics, app_id, app_version)
         try:
             dt.create_write_transaction(actions, mode=mode, schema=dt.schema(), commit_properties=props)
         except CommitFailedError as exc:
@@ -315,7 +322,6 @@ class DeltaRsEngine(TableEngine):
         import pyarrow as pa
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import CommitProperties, Transaction
 
         from cpbi_spark.lakehouse.engine import coerce_records
 
@@ -323,14 +329,9 @@ class DeltaRsEngine(TableEngine):
         data = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in coerce_records(rows, schema)],
                                     schema=pa.schema(dt.schema().to_arrow()))
         metrics = {"num_inserted": data.num_rows}
-        custom = {"cpbi.operation": operation, **{f"cpbi.{k}": v for k, v in metrics.items()}}
-        txns = None
-        if app_id is not None:
-            custom["cpbi.app_id"] = app_id
-            txns = [Transaction(app_id, int(app_version or 0), _now_ms())]
-        props = CommitProperties(custom_metadata=custom, max_commit_retries=3, app_transactions=txns)
         try:
-            write_deltalake(dt, data, mode=mode, commit_properties=props)
+            write_deltalake(dt, data, mode=mode,
+                            commit_properties=_commit_properties(operation, metrics, app_id, app_version))
         except CommitFailedError as exc:
             raise CommitConflict(f"{dt.table_uri}: {operation} lost against a concurrent commit: {exc}") from exc
         dt.update_incremental()
