@@ -36,7 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override one config value, e.g. --set storage.root=/tmp/lake (repeatable)")
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, object]:
+def parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -50,14 +50,14 @@ def _load(args: argparse.Namespace):
     from cpbi_spark.config import load_config
 
     return load_config(conf_dir=args.conf_dir, env=args.env, extra_files=args.source,
-                       overrides=_overrides(args.set))
+                       overrides=parse_overrides(args.set))
 
 
 def _context(args: argparse.Namespace, full_refresh: bool = False):
     from cpbi_spark.runtime import RunContext
 
     return RunContext.create(env=args.env, conf_dir=args.conf_dir, extra_files=args.source,
-                             overrides=_overrides(args.set), full_refresh=full_refresh)
+                             overrides=parse_overrides(args.set), full_refresh=full_refresh)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

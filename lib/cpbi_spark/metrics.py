@@ -53,6 +53,27 @@ class Metric:
         return f"{v:,.2f}"
 
 
+def currency_symbol(code: str) -> str:
+    """How amounts in the reporting currency ``code`` are prefixed: ``$`` for USD, else the ISO code.
+
+    >>> currency_symbol("USD"), currency_symbol("EUR")
+    ('$', 'EUR ')
+    """
+    return "$" if code == "USD" else f"{code} "
+
+
+def format_metric(metric: str, value: float | int | None, currency_code: str) -> str:
+    """``METRICS[metric].format`` of ``value`` (NaN or None -> ``"n/a"``) in the reporting currency.
+
+    The one formatter of the report, the dashboard and the notebooks.
+
+    >>> format_metric("net_revenue", 1234.5, "EUR"), format_metric("repeat_rate", float("nan"), "USD")
+    ('EUR 1,234', 'n/a')
+    """
+    return METRICS[metric].format(None if value is None or value != value else value,
+                                  currency=currency_symbol(currency_code))
+
+
 _KPI = "cpbi_spark.metrics.sales_kpis"
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("gross_revenue", "Gross revenue", "currency",

@@ -41,12 +41,12 @@ def streamlit_command(*, port: int, host: str, headless: bool) -> list[str]:
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The app's options from the command line (paths made absolute: the server may resolve them later)."""
-    from cpbi_spark.cli import _overrides
+    from cpbi_spark.cli import parse_overrides
 
     conf_dir = args.conf_dir or os.environ.get("CPBI_CONF_DIR")
     return {"env": args.env, "conf_dir": str(Path(conf_dir).resolve()) if conf_dir else None,
             "sources": [str(Path(s).resolve()) for s in args.source or []],
-            "overrides": _overrides(args.set or []), "role": args.role}
+            "overrides": parse_overrides(args.set or []), "role": args.role}
 
 
 def check(options: dict[str, Any]) -> str:

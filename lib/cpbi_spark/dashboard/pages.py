@@ -23,7 +23,7 @@ import streamlit as st
 
 from cpbi_spark.dashboard import PAGES, charts
 from cpbi_spark.dashboard.data import SEGMENTATIONS, DashboardData, Filters, Options, TableUnavailable
-from cpbi_spark.metrics import METRICS
+from cpbi_spark.metrics import METRICS, format_metric
 
 # KPI tiles of the overview, one row each for revenue, volume and behaviour (all in cpbi_spark.metrics.METRICS);
 # three to a row so that a full currency amount fits its tile next to the sidebar.
@@ -46,9 +46,8 @@ class Source:
     currency: str
 
     def money(self, value: Any, metric: str) -> str:
-        """``METRICS[metric].format`` in the reporting currency (``$`` for USD, else the ISO code)."""
-        symbol = "$" if self.currency == "USD" else f"{self.currency} "
-        return METRICS[metric].format(None if value is None or value != value else value, currency=symbol)
+        """The metric's format in the reporting currency (:func:`cpbi_spark.metrics.format_metric`)."""
+        return format_metric(metric, value, self.currency)
 
 
 @st.cache_resource(show_spinner="Starting Spark and opening the lakehouse ...")

@@ -27,13 +27,11 @@ REPORT_FILE = "cpbi-report.html"
 
 
 def _formatter(currency: str):
-    from cpbi_spark.metrics import METRICS
-
-    symbol = "$" if currency == "USD" else f"{currency} "
+    from cpbi_spark.metrics import format_metric
 
     def fmt(value: Any, metric: str) -> str:
         try:
-            return METRICS[metric].format(None if value is None or value != value else value, currency=symbol)
+            return format_metric(metric, value, currency)
         except (TypeError, ValueError):
             return "n/a"
 
