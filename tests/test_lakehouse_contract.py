@@ -88,7 +88,7 @@ def check_log(engine: TableEngine, path: str) -> None:
     for f, add in snap.files.items():  # the numRecords stats of each add match the file's footer
         if add.get("stats"):
             assert json.loads(add["stats"])["numRecords"] == pq.read_metadata(f).num_rows
-    assert live_row_count(path) == engine.read(path).count()
+    assert live_row_count(path) == engine.read(path).count() == engine.row_count(path)
 
 
 def seed(engine: TableEngine, spark: SparkSession, path: str, rows: list[tuple]) -> None:
@@ -177,6 +177,24 @@ def test_driver_records_append_once_and_overwrite(engine, spark, table):
     with pytest.raises(TableError, match="column label is int"):
         engine.append_records([{"id": 1}], _parse_datatype_string("id long, amount decimal(18,2), rate double, "
                                                                   "at timestamp, label int"), table)
+
+
+def test_row_count_without_file_stats_counts_the_rows(spark, table, tmp_path):
+    """A file another writer committed without ``stats`` is counted by reading it, not taken as 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction
+
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(1, "a")])
+    foreign = os.path.join(table, "foreign.parquet")
+    pq.write_table(pa.table({"id": pa.array([2, 3], pa.int64()), "v": ["b", "c"]}), foreign)
+    dt = DeltaTable(table)
+    dt.create_write_transaction([AddAction("foreign.parquet", os.path.getsize(foreign),
+                                           {}, int(time.time() * 1000), True, None)],
+                                mode="append", schema=dt.schema())
+    assert engine.row_count(table) == live_row_count(table) == 3
 
 
 def test_time_travel_by_version_and_timestamp(engine, spark, table):

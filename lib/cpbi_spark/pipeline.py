@@ -124,7 +124,7 @@ def table_summary(ctx: RunContext, layers: Sequence[str] | None = None) -> list[
             continue
         path = ctx.lake.path(name)
         if ctx.lake.exists(name):
-            out.append(TableState(name, cfg.layer, ctx.lake.read(name).count(), ctx.lake.version(name), path))
+            out.append(TableState(name, cfg.layer, ctx.lake.row_count(name), ctx.lake.version(name), path))
         else:
             out.append(TableState(name, cfg.layer, None, None, path))
     return out

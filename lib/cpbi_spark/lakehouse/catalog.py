@@ -105,6 +105,18 @@ class Lakehouse:
     def version(self, name: str) -> int:
         return self.engine.version(self.path(name))
 
+    def row_count(self, name: str) -> int:
+        """Rows in the table's current version (from the Delta log where the engine can).
+
+        Example:
+            >>> lake.row_count("stg_transactions")                 # doctest: +SKIP
+            99012
+        """
+        path = self.path(name)
+        if not self.engine.exists(path):
+            raise TableNotFound(f"table {name} does not exist yet at {path}; run the stage that writes it")
+        return self.engine.row_count(path)
+
     def history(self, name: str) -> list[HistoryEntry]:
         return self.engine.history(self.path(name))
 

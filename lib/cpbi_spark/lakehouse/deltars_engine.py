@@ -108,6 +108,14 @@ class DeltaRsEngine(TableEngine):
 
         return DeltaTable.is_deltatable(path)
 
+    def row_count(self, path: str) -> int:
+        """The sum of the live files' ``numRecords`` (every writer here records it); a Spark count
+        when some file lacks it (a file added by another writer without statistics)."""
+        counts = [a.get("num_records") for a in _add_actions(self._table(path))]
+        if any(c is None for c in counts):
+            return super().row_count(path)
+        return int(sum(counts))
+
     @staticmethod
     def _spark_schema(dt: DeltaTable) -> StructType:
         from pyspark.sql.types import StructType

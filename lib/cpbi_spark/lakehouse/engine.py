@@ -143,6 +143,11 @@ class TableEngine(abc.ABC):
         """
         return [r.asDict() for r in self.read(path).collect()]
 
+    def row_count(self, path: str) -> int:
+        """Rows in the current version. This default counts with Spark; a backend whose log records
+        each file's row count (Delta ``stats.numRecords``) sums those instead, without a Spark job."""
+        return self.read(path).count()
+
     def _records_frame(self, rows: list[dict], schema: StructType) -> DataFrame:
         return self.spark.createDataFrame(coerce_records(rows, schema), schema)
 
