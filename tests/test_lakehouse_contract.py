@@ -316,6 +316,22 @@ def test_merge_when_not_matched_by_source(engine, spark, table):
     check_log(engine, table)
 
 
+def test_merge_into_an_empty_table_runs_only_the_insert_clauses(engine, spark, table):
+    """The first load of a synced table: nothing to match, update or delete; conditions still apply."""
+    from pyspark.sql.types import _parse_datatype_string
+
+    engine.create(table, _parse_datatype_string(SCHEMA))
+    spec = MergeSpec(predicate="t.id <=> s.id",
+                     when_matched=(MatchedClause("update"),),
+                     when_not_matched=(NotMatchedClause(condition="s.v <> 'skip'"),),
+                     when_not_matched_by_source=(NotMatchedBySourceClause("delete"),))
+    info = engine.merge(frame(spark, [(1, "a"), (2, "skip"), (3, "c")]), table, spec)
+    assert (info.version, info.metrics["num_inserted"], info.metrics["num_updated"],
+            info.metrics["num_deleted"]) == (1, 2, 0, 0)
+    assert_rows(engine.read(table), spark, [(1, "a"), (3, "c")])
+    check_log(engine, table)
+
+
 def test_merge_by_source_update_needs_assignments(engine, spark, table):
     seed(engine, spark, table, [(1, "a")])
     spec = MergeSpec(predicate="t.id <=> s.id", when_not_matched_by_source=(NotMatchedBySourceClause("update"),))

@@ -412,19 +412,21 @@ class DeltaRsEngine(TableEngine):
         ta, sa = spec.target_alias, spec.source_alias
         src = source.select(F.struct(*[F.col(f"`{c}`") for c in source.columns]).alias(sa),
                             F.lit(True).alias(_S_PRESENT))
-        if not spec.when_matched and not spec.when_not_matched_by_source:
+        for c in spec.when_not_matched_by_source:
+            if c.action == "update" and c.set is None:  # SET * would null every column
+                raise TableError(f"{path}: MERGE: WHEN NOT MATCHED BY SOURCE THEN UPDATE needs explicit "
+                                 "assignments (there is no source row to copy)")
+        # An empty table has no row to match, update or delete: only the insert clauses can act, and
+        # the join, persist and per-file counts of the general path would be spent on nothing (the
+        # first load of every table).
+        if not dt.file_uris() or (not spec.when_matched and not spec.when_not_matched_by_source):
             return self._merge_insert_only(dt, path, src, spec, schema)
         current = self._read_files(dt.file_uris(), schema, with_position=True)
         tgt_all = current.select(F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW,
                                  F.lit(True).alias(_T_PRESENT))
         on = F.expr(spec.predicate)
-        for c in spec.when_not_matched_by_source:
-            if c.action == "update" and c.set is None:  # SET * would null every column
-                raise TableError(f"{path}: MERGE: WHEN NOT MATCHED BY SOURCE THEN UPDATE needs explicit "
-                                 "assignments (there is no source row to copy)")
-        per_file = [] if not dt.file_uris() else (
-            tgt_all.join(src, on, "inner").groupBy(_FILE)
-            .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
+        per_file = (tgt_all.join(src, on, "inner").groupBy(_FILE)
+                    .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
         if spec.when_matched and any(r["n"] != r["rows"] for r in per_file):
             raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
                              f"(predicate {spec.predicate!r}); deduplicate the source first")
@@ -487,8 +489,7 @@ class DeltaRsEngine(TableEngine):
 
     def _merge_insert_only(self, dt: DeltaTable, path: str, src: DataFrame, spec: MergeSpec,
                            schema: StructType) -> CommitInfo:
-        """Only WHEN NOT MATCHED clauses: append the unmatched source rows, rewrite no file."""
-        from pyspark import StorageLevel
+        """Only WHEN NOT MATCHED clauses (or an empty table): append the unmatched source rows, rewrite no file."""
         from pyspark.sql import functions as F
 
         cols = schema.fieldNames()
@@ -509,11 +510,8 @@ class DeltaRsEngine(TableEngine):
                 col = F.when(F.col(_ACTION) == i, self._assign(c.values, cols, ta, sa, "insert")[field.name]
                              ).otherwise(col)
             out.append(col.cast(field.dataType).alias(field.name))
-        result = rows.select(*out).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            adds = self._write_files(result, path)
-        finally:
-            result.unpersist()
+        # Written straight from the plan: one pass, no cached copy (the counts come from the files).
+        adds = self._write_files(rows.select(*out), path)
         inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
         metrics = {"num_inserted": inserted, "num_updated": 0, "num_deleted": 0, "num_copied": 0}
         if not adds:

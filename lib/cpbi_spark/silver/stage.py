@@ -413,8 +413,11 @@ def _merge_scd2(ctx: RunContext, result: StageResult, table: str, key: str, sk: 
                 attributes: list[str]) -> None:
     cfg = ctx.config.table(table)
     existing = ctx.lake.read_or_empty(table)
-    # Only keys not in the dimension yet: a derived record never overrides a delivered one.
-    incoming = incoming.join(existing.select(key).distinct(), key, "left_anti")
+    # Only keys not in the dimension yet: a derived record never overrides a delivered one. Computed
+    # once (an aggregate over every line), and usually empty when the retailer delivers master data.
+    incoming = incoming.join(existing.select(key).distinct(), key, "left_anti").localCheckpoint(eager=True)
+    if incoming.isEmpty():
+        return
     source = scd2_merge_source(existing, incoming, key=key, effective="updated_at", tracked=cfg.tracked,
                                attributes=attributes, sk=sk)
     info = ctx.lake.merge(table, source, scd2_merge_spec(sk, attributes))
