@@ -40,6 +40,7 @@ DEFAULT_NOT_NULL: dict[str, list[str]] = {
 RAW_PREFIX = "_raw_"
 ATTR_PREFIX = "_rawattr_"
 DISC_PREFIX = "_rawdisc_"
+PARSED_PREFIX = "_parsed_"
 
 
 def with_raw(df: DataFrame, source: SourceConfig) -> DataFrame:
@@ -141,9 +142,29 @@ def not_null_columns(name: str, source: SourceConfig) -> list[str]:
 
 
 def _typed(df: DataFrame, parsed: Mapping[str, Column]) -> DataFrame:
-    for name, col in parsed.items():
-        df = df.withColumn(name, col)
-    return df
+    """Each parsed value computed once, in a hidden ``_parsed_<name>`` column, and copied to ``name``.
+
+    The rules read the hidden copies (:func:`_values`): built from the parse expressions instead,
+    every rule would parse the raw text again, and the generated code of the whole plan grew past
+    the size Spark compiles well (measured: validation took longer than the parsing itself).
+    """
+    from pyspark.sql import functions as F
+
+    df = df.select("*", *[col.alias(f"{PARSED_PREFIX}{name}") for name, col in parsed.items()])
+    return df.withColumns({name: F.col(f"{PARSED_PREFIX}{name}") for name in parsed})
+
+
+def _values(parsed: Mapping[str, Column]) -> dict[str, Column]:
+    """References to the parsed values of :func:`_typed` (what the rules judge)."""
+    from pyspark.sql import functions as F
+
+    return {name: F.col(f"{PARSED_PREFIX}{name}") for name in parsed}
+
+
+def _classified(df: DataFrame, rules: list[Rule]) -> DataFrame:
+    """:func:`classify`, then drop the hidden parsed copies."""
+    out = classify(df, rules)
+    return out.drop(*[c for c in out.columns if c.startswith(PARSED_PREFIX)])
 
 
 def _common_rules(name: str, source: SourceConfig, raw: dict[str, Column], parsed: dict[str, Column],
@@ -208,7 +229,7 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
             .withColumn("discount_amount", discount_total(source, dec_comma))
             .withColumn("posted_date", F.to_date("posted_ts")))
     # Rules judge the parsed values themselves (expressions over the _raw_ copies), not the completed columns.
-    parsed_cols = dict(parsed)
+    parsed_cols = _values(parsed)
     max_future = float(limits.get("max_future_days", 1))
     max_qty = float(limits.get("max_line_quantity", 10000))
     has_money = "amount" in raw or "unit_price" in raw
@@ -231,7 +252,7 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
         Rule("unknown_txn_type", ~F.col("txn_type").isin("SALE", "RETURN"),
              F.concat(F.lit("txn_type is "), F.col("txn_type"))),
     ]
-    return classify(df, rules)
+    return _classified(df, rules)
 
 
 def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Sequence[str]) -> DataFrame:
@@ -249,11 +270,11 @@ def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Se
     df = _typed(df, parsed)
     types = {"quantity": "number", "amount": "number", "returned_ts": "timestamp"}
     rules = [
-        *_common_rules("returns", source, raw, dict(parsed), types),
+        *_common_rules("returns", source, raw, _values(parsed), types),
         Rule("unknown_currency", ~F.col("currency").isin(list(known_currencies)) | F.col("currency").isNull(),
              F.concat(F.lit("currency not in the exchange rates: "), F.coalesce(F.col("currency"), F.lit("NULL")))),
     ]
-    return classify(df, rules)
+    return _classified(df, rules)
 
 
 def prepare_versions(df: DataFrame, source: SourceConfig, name: str, *, strings: Sequence[str],
@@ -275,7 +296,7 @@ def prepare_versions(df: DataFrame, source: SourceConfig, name: str, *, strings:
                              if effective in raw else F.col("_ingested_at"))
         types[effective] = "timestamp"
     df = _typed(df, parsed)
-    return classify(df, _common_rules(name, source, raw, dict(parsed), types))
+    return _classified(df, _common_rules(name, source, raw, _values(parsed), types))
 
 
 def prepare_exposures(df: DataFrame, source: SourceConfig) -> DataFrame:
@@ -293,7 +314,7 @@ def prepare_exposures(df: DataFrame, source: SourceConfig) -> DataFrame:
     parsed["exposed_ts"] = (parse_timestamp(raw["exposed_ts"], source.timestamp_format, source.timezone)
                             if "exposed_ts" in raw else F.lit(None).cast("timestamp"))
     df = _typed(df, parsed)
-    return classify(df, _common_rules("promotion_exposures", source, raw, dict(parsed),
+    return _classified(df, _common_rules("promotion_exposures", source, raw, _values(parsed),
                                       {"exposed_ts": "timestamp"}))
 
 
@@ -323,10 +344,10 @@ def prepare_table(df: DataFrame, source: SourceConfig, columns: Mapping[str, str
     rules = [
         Rule("malformed_line", F.col("_corrupt_record").isNotNull(),
              F.concat(F.lit("the parser could not split this line: "), F.col("_corrupt_record"))),
-        missing([k for k in keys if k in parsed], parsed),
-        bad_type(raw, parsed, types),
+        missing([k for k in keys if k in parsed], _values(parsed)),
+        bad_type(raw, _values(parsed), types),
     ]
-    return classify(df, rules)
+    return _classified(df, rules)
 
 
 def prepare_campaign_results(df: DataFrame, source: SourceConfig) -> DataFrame:
@@ -348,7 +369,7 @@ def prepare_campaign_results(df: DataFrame, source: SourceConfig) -> DataFrame:
     }
     df = _typed(df, parsed).withColumn("attributes", attributes_json(source))
     types = {c: t for c, t in (("visited", "boolean"), ("converted", "boolean"), ("spend", "number")) if c in raw}
-    return classify(df, _common_rules("campaign_results", source, raw, dict(parsed), types))
+    return _classified(df, _common_rules("campaign_results", source, raw, _values(parsed), types))
 
 
 def parse_flag(col: Column) -> Column:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 REASON = "_reject_reason"
 DETAIL = "_reject_detail"
+_RULE = "_reject_rule"
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,21 @@ def classify(df: DataFrame, rules: Sequence[Rule]) -> DataFrame:
     """Add ``_reject_reason``/``_reject_detail``: the first failing rule, NULL for a valid row."""
     from pyspark.sql import functions as F
 
-    reason = F.lit(None).cast("string")
+    if not rules:
+        return df.withColumn(REASON, F.lit(None).cast("string")).withColumn(DETAIL, F.lit(None).cast("string"))
+    # The index of the first failing rule is computed once; reason and detail are looked up from it
+    # (each rule's condition inlined into both would be evaluated twice per row).
+    first = F.lit(None).cast("int")
+    for i, rule in reversed(list(enumerate(rules))):
+        first = F.when(F.coalesce(rule.failed, F.lit(False)), F.lit(i)).otherwise(first)
     detail = F.lit(None).cast("string")
-    for rule in reversed(rules):
-        hit = F.coalesce(rule.failed, F.lit(False))
-        reason = F.when(hit, F.lit(rule.reason)).otherwise(reason)
-        detail = F.when(hit, rule.detail if rule.detail is not None else F.lit(rule.reason)).otherwise(detail)
-    return df.withColumn(REASON, reason).withColumn(DETAIL, detail)
+    for i, rule in enumerate(rules):
+        detail = F.when(F.col(_RULE) == i, rule.detail if rule.detail is not None else F.lit(rule.reason)
+                        ).otherwise(detail)
+    reasons = F.array(*[F.lit(r.reason) for r in rules])
+    return (df.withColumn(_RULE, first)
+            .withColumn(REASON, F.when(F.col(_RULE).isNotNull(), F.element_at(reasons, F.col(_RULE) + 1)))
+            .withColumn(DETAIL, detail).drop(_RULE))
 
 
 def missing(columns: Sequence[str], parsed: dict[str, Column]) -> Rule:
