@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 SCHEMA = "id long, v string"
 ENGINE_NAMES = ("delta-rs", "delta-spark")
+# MERGE has a second delta-rs path for large tables (find the touched files first); run it on small ones.
+MERGE_ENGINES = ("delta-rs", "delta-rs-probe", "delta-spark")
 
 
 def make_test_engine(spark: SparkSession, name: str) -> TableEngine:
@@ -50,7 +52,10 @@ def make_test_engine(spark: SparkSession, name: str) -> TableEngine:
         from cpbi_spark.lakehouse.deltaspark_engine import DeltaSparkEngine
 
         return DeltaSparkEngine(spark)
-    return DeltaRsEngine(spark)
+    engine = DeltaRsEngine(spark)
+    if name == "delta-rs-probe":
+        engine.merge_probe_min_bytes = 0
+    return engine
 
 
 @pytest.fixture(params=ENGINE_NAMES)
@@ -248,6 +253,7 @@ def test_delete_by_predicate(engine, spark, table):
 
 
 # ------------------------------------------------------------------------- merge
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_upsert(engine, spark, table):
     seed(engine, spark, table, [(1, "a"), (2, "b")])
     info = engine.merge(frame(spark, [(2, "B"), (3, "c")]), table, MergeSpec.upsert(["id"]))
@@ -257,6 +263,7 @@ def test_merge_upsert(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_insert_only_rerun_changes_nothing(engine, spark, table):
     seed(engine, spark, table, [(1, "a")])
     source = frame(spark, [(1, "not-applied"), (2, "b")])
@@ -269,6 +276,7 @@ def test_merge_insert_only_rerun_changes_nothing(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_conditional_update_only_if_changed(engine, spark, table):
     seed(engine, spark, table, [(1, "a"), (2, "b")])
     spec = MergeSpec.upsert(["id"], only_if_changed="t.v <> s.v")
@@ -285,6 +293,7 @@ def test_merge_conditional_update_only_if_changed(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_with_delete_clause(engine, spark, table):
     seed(engine, spark, table, [(1, "a"), (2, "b"), (3, "c")])
     source = frame(spark, [(1, "A", "U"), (2, None, "D"), (4, "d", "I"), (5, None, "D")],
@@ -300,6 +309,7 @@ def test_merge_with_delete_clause(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_when_not_matched_by_source(engine, spark, table):
     seed(engine, spark, table, [(1, "a"), (2, "b"), (3, "c")])
     spec = MergeSpec(
@@ -316,6 +326,7 @@ def test_merge_when_not_matched_by_source(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_into_an_empty_table_runs_only_the_insert_clauses(engine, spark, table):
     """The first load of a synced table: nothing to match, update or delete; conditions still apply."""
     from pyspark.sql.types import _parse_datatype_string
@@ -332,6 +343,7 @@ def test_merge_into_an_empty_table_runs_only_the_insert_clauses(engine, spark, t
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_by_source_update_needs_assignments(engine, spark, table):
     seed(engine, spark, table, [(1, "a")])
     spec = MergeSpec(predicate="t.id <=> s.id", when_not_matched_by_source=(NotMatchedBySourceClause("update"),))
@@ -341,6 +353,7 @@ def test_merge_by_source_update_needs_assignments(engine, spark, table):
 
 
 @pytest.mark.parametrize("with_by_source", [False, True], ids=["upsert", "upsert+by-source"])
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_several_source_rows_for_one_target_row_raises(engine, spark, table, with_by_source):
     seed(engine, spark, table, [(1, "a"), (2, "b")])
     spec = MergeSpec.upsert(["id"])
@@ -353,6 +366,7 @@ def test_merge_several_source_rows_for_one_target_row_raises(engine, spark, tabl
     assert_rows(engine.read(table), spark, [(1, "a"), (2, "b")])
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_metrics_count_each_kind(engine, spark, table):
     seed(engine, spark, table, [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e"), (6, "f")])
     source = frame(spark, [(1, "A", "U"), (2, "B", "U"), (3, None, "D"), (7, "g", "I"), (8, "h", "I"),
@@ -368,6 +382,7 @@ def test_merge_metrics_count_each_kind(engine, spark, table):
     check_log(engine, table)
 
 
+@pytest.mark.parametrize("engine", MERGE_ENGINES, indirect=True)
 def test_merge_null_safe_key(engine, spark, table):
     seed(engine, spark, table, [(None, "x"), (1, "a")])
     info = engine.merge(frame(spark, [(None, "y"), (2, "b")]), table, MergeSpec.upsert(["id"]))
@@ -377,19 +392,23 @@ def test_merge_null_safe_key(engine, spark, table):
 
 
 # ------------------------------------------------------------------------- history, maintenance
-def test_merge_rewrites_only_files_with_changed_rows(spark, table):
-    engine = DeltaRsEngine(spark)  # delta-spark decides its own file layout
+@pytest.mark.parametrize("probe", [False, True], ids=["one-pass", "probe-first"])
+def test_merge_rewrites_only_files_with_changed_rows(spark, table, probe):
+    engine = make_test_engine(spark, "delta-rs-probe" if probe else "delta-rs")  # delta-spark: its own layout
     seed(engine, spark, table, [(1, "a"), (2, "b")])        # file A
     engine.append(frame(spark, [(3, "c")]), table)         # file B
+    engine.append(frame(spark, [(5, "e")]), table)         # file C
     file_a = live_files(table, version=1)
-    file_b = live_files(table) - file_a
+    file_c = live_files(table) - live_files(table, version=2)
+    file_b = live_files(table) - file_a - file_c
     spec = MergeSpec.upsert(["id"], only_if_changed="t.v <> s.v")
-    # Row 1 (file A) matches unchanged, row 3 (file B) changes, row 4 is new: only file B is rewritten.
+    # Row 1 (file A) matches unchanged, row 3 (file B) changes, row 4 is new, file C has no match:
+    # only file B is rewritten.
     info = engine.merge(frame(spark, [(1, "a"), (3, "C"), (4, "d")]), table, spec)
     assert (info.files_removed, info.metrics["num_updated"], info.metrics["num_inserted"]) == (1, 1, 1)
     assert info.metrics["num_copied"] == 0
-    assert file_a <= live_files(table) and not file_b & live_files(table)  # A stays, B was replaced
-    assert_rows(engine.read(table), spark, [(1, "a"), (2, "b"), (3, "C"), (4, "d")])
+    assert file_a | file_c <= live_files(table) and not file_b & live_files(table)  # A, C stay; B replaced
+    assert_rows(engine.read(table), spark, [(1, "a"), (2, "b"), (3, "C"), (4, "d"), (5, "e")])
     check_log(engine, table)
 
 

@@ -402,6 +402,15 @@ class DeltaRsEngine(TableEngine):
                             metrics={"num_deleted": deleted, "num_inserted": inserted})
 
     # ---------------------------------------------------------------- merge
+    # MERGE into a table at least this large (bytes of its live files) first finds the files the source
+    # touches, so only those are read, joined and cached; a smaller table is joined whole in one pass
+    # (one Spark job fewer: on small tables the fixed cost of a job, not the data, is what a MERGE pays).
+    merge_probe_min_bytes = 256 * 1024 * 1024
+
+    @staticmethod
+    def _table_bytes(dt: DeltaTable) -> int:
+        return int(sum(a["size_bytes"] for a in _add_actions(dt)))
+
     def merge(self, source: DataFrame, path: str, spec: MergeSpec) -> CommitInfo:
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
@@ -421,19 +430,17 @@ class DeltaRsEngine(TableEngine):
         # first load of every table).
         if not dt.file_uris() or (not spec.when_matched and not spec.when_not_matched_by_source):
             return self._merge_insert_only(dt, path, src, spec, schema)
-        current = self._read_files(dt.file_uris(), schema, with_position=True)
-        tgt_all = current.select(F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW,
-                                 F.lit(True).alias(_T_PRESENT))
         on = F.expr(spec.predicate)
-        per_file = (tgt_all.join(src, on, "inner").groupBy(_FILE)
-                    .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(_ROW).alias("rows")).collect())
-        if spec.when_matched and any(r["n"] != r["rows"] for r in per_file):
-            raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
-                             f"(predicate {spec.predicate!r}); deduplicate the source first")
+        files = list(dt.file_uris())
+        if not spec.when_not_matched_by_source and self._table_bytes(dt) >= self.merge_probe_min_bytes:
+            # A large table: find the files holding a matched row first (one join), so only those are
+            # read, joined in full and cached below.
+            probe = self._read_files(files, schema, with_position=True).select(
+                F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW)
+            files = [r[0] for r in probe.join(src, on, "left_semi").select(_FILE).distinct().collect()]
         # NOT MATCHED BY SOURCE clauses act on rows of every file, not only the matched ones.
-        touched = list(dt.file_uris()) if spec.when_not_matched_by_source else [r[_FILE] for r in per_file]
-        tgt = self._read_files(touched, schema, with_position=True).select(
-            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, F.lit(True).alias(_T_PRESENT))
+        tgt = self._read_files(files, schema, with_position=True).select(
+            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW, F.lit(True).alias(_T_PRESENT))
         joined = tgt.join(src, on, "full_outer")
         matched = F.col(_T_PRESENT).isNotNull() & F.col(_S_PRESENT).isNotNull()
         src_only = F.col(_T_PRESENT).isNull()
@@ -466,16 +473,26 @@ class DeltaRsEngine(TableEngine):
         for i, kind in kinds.items():
             kind_col = F.when(F.col(_ACTION) == i, F.lit(kind)).otherwise(kind_col)
         kind_col = F.when(src_only & (F.col(_ACTION) == -1), F.lit("skip")).otherwise(kind_col)
-        result = joined.select(*out_cols, kind_col.alias(_ACTION), _FILE).persist(StorageLevel.MEMORY_AND_DISK)
+        result = joined.select(*out_cols, kind_col.alias(_ACTION), _FILE, F.when(matched, F.col(_ROW)).alias(_ROW)
+                               ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            per_kind = result.groupBy(_ACTION, _FILE).agg(F.count(F.lit(1)).alias("n")).collect()
+            # Per file: rows of each kind, and matched rows vs distinct matched target rows (the check
+            # that no target row matched two source rows), in one pass over the cached join.
+            kind_names = ("insert", "update", "delete", "copy", "skip")
+            per_file = result.groupBy(_FILE).agg(
+                *[F.count(F.when(F.col(_ACTION) == k, 1)).alias(k) for k in kind_names],
+                F.count(_ROW).alias("_matched"), F.countDistinct(_ROW).alias("_matched_rows")).collect()
+            if spec.when_matched and any(r["_matched"] != r["_matched_rows"] for r in per_file):
+                raise TableError(f"{path}: MERGE failed: several source rows matched the same target row "
+                                 f"(predicate {spec.predicate!r}); deduplicate the source first")
             # Only files holding an updated or deleted row are rewritten: a file whose rows all matched
             # unchanged (or that a NOT MATCHED BY SOURCE clause left alone) keeps its place in the table.
-            rewritten = sorted({r[_FILE] for r in per_kind if r[_ACTION] in ("update", "delete")})
-            counts: dict[str, int] = {}
-            for r in per_kind:
-                if r[_ACTION] != "copy" or r[_FILE] in rewritten:
-                    counts[r[_ACTION]] = counts.get(r[_ACTION], 0) + r["n"]
+            rewritten = sorted({r[_FILE] for r in per_file if r[_FILE] is not None and (r["update"] or r["delete"])})
+            counts = {k: 0 for k in kind_names}
+            for r in per_file:
+                for k in kind_names:
+                    if k != "copy" or r[_FILE] in rewritten:
+                        counts[k] += r[k]
             metrics = {"num_inserted": counts.get("insert", 0), "num_updated": counts.get("update", 0),
                        "num_deleted": counts.get("delete", 0), "num_copied": counts.get("copy", 0)}
             if not (metrics["num_inserted"] or metrics["num_updated"] or metrics["num_deleted"]):
