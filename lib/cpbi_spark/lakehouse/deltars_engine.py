@@ -3,10 +3,13 @@
 No table data passes through the driver: Spark's executors write every data file under
 the table folder (``<table>/<write-id>/part-*.parquet``), then the driver reads only the
 files' footers (row counts) and commits add/remove actions through delta-rs's transaction
-API. MERGE, DELETE and predicate overwrites are computed in Spark over the files that hold
-affected rows only, and committed as one atomic remove+add transaction, so an interrupted
-job leaves the table at its last committed version (the uncommitted files are orphans
-that :meth:`vacuum` removes).
+API. MERGE, DELETE and predicate overwrites are computed in Spark and rewrite only the files
+that hold an updated or deleted row, committed as one atomic remove+add transaction, so an
+interrupted job leaves the table at its last committed version (the uncommitted files are
+orphans that :meth:`vacuum` removes). A MERGE into a table of at least
+:attr:`DeltaRsEngine.merge_probe_min_bytes` first finds the files the source matches and reads
+only those; a smaller table is joined whole in one pass; an empty one only appends. Each add
+action records ``numRecords``, so :meth:`row_count` needs no Spark job.
 
 Rows the driver built itself (run records, reference data: :meth:`append_records`,
 :meth:`overwrite_records`) are the one exception: they are already on the driver, so delta-rs
