@@ -52,10 +52,14 @@ def make_test_engine(spark: SparkSession, name: str) -> TableEngine:
         from cpbi_spark.lakehouse.deltaspark_engine import DeltaSparkEngine
 
         return DeltaSparkEngine(spark)
-    engine = DeltaRsEngine(spark)
-    if name == "delta-rs-probe":
-        engine.merge_probe_min_bytes = 0
-    return engine
+    return ProbeFirstEngine(spark) if name == "delta-rs-probe" else DeltaRsEngine(spark)
+
+
+class ProbeFirstEngine(DeltaRsEngine):
+    """delta-rs taking its large-table MERGE path (find the touched files first) whatever the sizes."""
+
+    def _probe_first(self, dt, source, spec) -> bool:
+        return not spec.when_not_matched_by_source
 
 
 @pytest.fixture(params=ENGINE_NAMES)
@@ -410,6 +414,23 @@ def test_merge_rewrites_only_files_with_changed_rows(spark, table, probe):
     assert file_a | file_c <= live_files(table) and not file_b & live_files(table)  # A, C stay; B replaced
     assert_rows(engine.read(table), spark, [(1, "a"), (2, "b"), (3, "C"), (4, "d"), (5, "e")])
     check_log(engine, table)
+
+
+def test_merge_finds_touched_files_first_only_for_a_small_source_into_a_large_table(spark, table):
+    from deltalake import DeltaTable
+
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(i, f"v{i}") for i in range(2000)])
+    dt = DeltaTable(table)
+    small = frame(spark, [(1, "x")]).localCheckpoint(eager=True)
+    large = frame(spark, [(i, "x" * 200) for i in range(5000)]).localCheckpoint(eager=True)
+    upsert, sync = MergeSpec.upsert(["id"]), MergeSpec(
+        "t.id <=> s.id", when_not_matched_by_source=(NotMatchedBySourceClause("delete"),))
+    assert not engine._probe_first(dt, small, upsert)  # the table is under merge_probe_min_bytes
+    engine.merge_probe_min_bytes = 0
+    assert engine._probe_first(dt, small, upsert)
+    assert not engine._probe_first(dt, large, upsert)  # a source as large as the table: one pass
+    assert not engine._probe_first(dt, small, sync)    # NOT MATCHED BY SOURCE reads every file anyway
 
 
 def _changes(engine, table: str, since: int) -> set[tuple]:

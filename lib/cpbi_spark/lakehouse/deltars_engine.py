@@ -6,9 +6,9 @@ files' footers (row counts) and commits add/remove actions through delta-rs's tr
 API. MERGE, DELETE and predicate overwrites are computed in Spark and rewrite only the files
 that hold an updated or deleted row, committed as one atomic remove+add transaction, so an
 interrupted job leaves the table at its last committed version (the uncommitted files are
-orphans that :meth:`vacuum` removes). A MERGE into a table of at least
+orphans that :meth:`vacuum` removes). A MERGE of a source smaller than a table of at least
 :attr:`DeltaRsEngine.merge_probe_min_bytes` first finds the files the source matches and reads
-only those; a smaller table is joined whole in one pass; an empty one only appends. Each add
+only those; otherwise the table is joined whole in one pass; an empty one only appends. Each add
 action records ``numRecords``, so :meth:`row_count` needs no Spark job.
 
 Rows the driver built itself (run records, reference data: :meth:`append_records`,
@@ -405,14 +405,28 @@ class DeltaRsEngine(TableEngine):
                             metrics={"num_deleted": deleted, "num_inserted": inserted})
 
     # ---------------------------------------------------------------- merge
-    # MERGE into a table at least this large (bytes of its live files) first finds the files the source
-    # touches, so only those are read, joined and cached; a smaller table is joined whole in one pass
-    # (one Spark job fewer: on small tables the fixed cost of a job, not the data, is what a MERGE pays).
-    merge_probe_min_bytes = 256 * 1024 * 1024
+    # MERGE into a table at least this large (bytes of its live files), from a source Spark estimates
+    # smaller than the table, first finds the files the source matches (a join that usually broadcasts
+    # the source), so only those are read, joined and cached: a daily batch into a large table. Otherwise
+    # the table is joined whole in one pass (one Spark job fewer: on small tables the fixed cost of a
+    # job, not the data, is what a MERGE pays; a source as large as the table touches every file anyway).
+    merge_probe_min_bytes = 32 * 1024 * 1024
 
     @staticmethod
     def _table_bytes(dt: DeltaTable) -> int:
         return int(sum(a["size_bytes"] for a in _add_actions(dt)))
+
+    def _probe_first(self, dt: DeltaTable, source: DataFrame, spec: MergeSpec) -> bool:
+        if spec.when_not_matched_by_source:  # those clauses act on every file: nothing to narrow
+            return False
+        table_bytes = self._table_bytes(dt)
+        if table_bytes < self.merge_probe_min_bytes:
+            return False
+        try:  # Spark's size estimate of the source plan (exact for a cached or checkpointed frame)
+            source_bytes = int(str(source._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+        except Exception:  # no estimate (e.g. a Spark Connect frame): find the touched files first
+            return True
+        return source_bytes < table_bytes
 
     def merge(self, source: DataFrame, path: str, spec: MergeSpec) -> CommitInfo:
         from pyspark import StorageLevel
@@ -435,9 +449,9 @@ class DeltaRsEngine(TableEngine):
             return self._merge_insert_only(dt, path, src, spec, schema)
         on = F.expr(spec.predicate)
         files = list(dt.file_uris())
-        if not spec.when_not_matched_by_source and self._table_bytes(dt) >= self.merge_probe_min_bytes:
-            # A large table: find the files holding a matched row first (one join), so only those are
-            # read, joined in full and cached below.
+        if self._probe_first(dt, source, spec):
+            # Find the files holding a matched row first (one join), so only those are read, joined in
+            # full and cached below.
             probe = self._read_files(files, schema, with_position=True).select(
                 F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW)
             files = [r[0] for r in probe.join(src, on, "left_semi").select(_FILE).distinct().collect()]
