@@ -422,13 +422,15 @@ def test_merge_finds_touched_files_first_only_for_a_small_source_into_a_large_ta
     engine = DeltaRsEngine(spark)
     seed(engine, spark, table, [(i, f"v{i}") for i in range(2000)])
     dt = DeltaTable(table)
-    small = frame(spark, [(1, "x")]).localCheckpoint(eager=True)
-    large = frame(spark, [(i, "x" * 200) for i in range(5000)]).localCheckpoint(eager=True)
+    small = spark.range(3).selectExpr("id", "'x' AS v")                       # Spark sizes these two
+    large = spark.range(200_000).selectExpr("id", "repeat('x', 200) AS v")
+    unsized = frame(spark, [(1, "x")])                                         # driver rows: size unknown
     upsert, sync = MergeSpec.upsert(["id"]), MergeSpec(
         "t.id <=> s.id", when_not_matched_by_source=(NotMatchedBySourceClause("delete"),))
     assert not engine._probe_first(dt, small, upsert)  # the table is under merge_probe_min_bytes
     engine.merge_probe_min_bytes = 0
     assert engine._probe_first(dt, small, upsert)
+    assert engine._probe_first(dt, unsized, upsert)
     assert not engine._probe_first(dt, large, upsert)  # a source as large as the table: one pass
     assert not engine._probe_first(dt, small, sync)    # NOT MATCHED BY SOURCE reads every file anyway
 

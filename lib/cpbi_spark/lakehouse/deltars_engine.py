@@ -48,6 +48,7 @@ _ROW = "_cpbi_row"
 _T_PRESENT = "_cpbi_t"
 _S_PRESENT = "_cpbi_s"
 _ACTION = "_cpbi_action"
+_UNKNOWN_SIZE = 2**63 - 1  # Spark's size estimate of a plan it cannot size
 
 
 def _norm(uri: str) -> str:
@@ -422,11 +423,13 @@ class DeltaRsEngine(TableEngine):
         table_bytes = self._table_bytes(dt)
         if table_bytes < self.merge_probe_min_bytes:
             return False
-        try:  # Spark's size estimate of the source plan (exact for a cached or checkpointed frame)
+        try:  # Spark's size estimate of the source plan (from file sizes, row counts, checkpoints)
             source_bytes = int(str(source._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
-        except Exception:  # no estimate (e.g. a Spark Connect frame): find the touched files first
-            return True
-        return source_bytes < table_bytes
+        except Exception:  # no estimate (e.g. a Spark Connect frame)
+            source_bytes = _UNKNOWN_SIZE
+        # Unknown (Spark says Long.MaxValue, e.g. rows built on the driver): find the touched files
+        # first; on a large table one join too many costs less than reading every file.
+        return source_bytes == _UNKNOWN_SIZE or source_bytes < table_bytes
 
     def merge(self, source: DataFrame, path: str, spec: MergeSpec) -> CommitInfo:
         from pyspark import StorageLevel
