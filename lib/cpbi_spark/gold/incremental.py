@@ -171,10 +171,7 @@ def affected_business_dates(returns: DataFrame, ch: SilverChanges) -> DataFrame:
              returns.join(changed_sale_ids, "original_txn_id", "left_semi").select(
                  F.to_date("returned_ts").alias("business_date")),
              ch.rate_days.select(F.col("rate_date").alias("business_date"))]
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out.where(F.col("business_date").isNotNull()).distinct()
+    return _union_distinct(parts).where(F.col("business_date").isNotNull())
 
 
 def account_months(facts: DataFrame) -> DataFrame:

@@ -448,10 +448,10 @@ class DeltaRsEngine(TableEngine):
         # An empty table has no row to match, update or delete: only the insert clauses can act, and
         # the join, persist and per-file counts of the general path would be spent on nothing (the
         # first load of every table).
-        if not dt.file_uris() or (not spec.when_matched and not spec.when_not_matched_by_source):
+        files = list(dt.file_uris())
+        if not files or (not spec.when_matched and not spec.when_not_matched_by_source):
             return self._merge_insert_only(dt, path, src, spec, schema)
         on = F.expr(spec.predicate)
-        files = list(dt.file_uris())
         if self._probe_first(dt, source, spec):
             # Find the files holding a matched row first (one join), so only those are read, joined in
             # full and cached below.
@@ -513,8 +513,8 @@ class DeltaRsEngine(TableEngine):
                 for k in kind_names:
                     if k != "copy" or r[_FILE] in rewritten:
                         counts[k] += r[k]
-            metrics = {"num_inserted": counts.get("insert", 0), "num_updated": counts.get("update", 0),
-                       "num_deleted": counts.get("delete", 0), "num_copied": counts.get("copy", 0)}
+            metrics = {"num_inserted": counts["insert"], "num_updated": counts["update"],
+                       "num_deleted": counts["delete"], "num_copied": counts["copy"]}
             if not (metrics["num_inserted"] or metrics["num_updated"] or metrics["num_deleted"]):
                 return CommitInfo(None, "MERGE", metrics=metrics)  # nothing changes: no new version
             keep = (F.col(_ACTION) == "insert") | (F.col(_ACTION).isin("update", "copy") & F.col(_FILE).isin(rewritten))
