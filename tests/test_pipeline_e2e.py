@@ -118,6 +118,7 @@ def test_reconciliation_balances(world):
 def test_rerun_changes_nothing(world):
     assert world["rerun_commits"] == []
     assert world["versions_rerun"] == world["versions1"]
+    assert world["rerun_results"][2].counters["mode"] == "unchanged"  # gold did not recompute
     for r in world["rerun_results"]:
         assert r.tables == {}, (r.stage, r.tables)
 
@@ -254,8 +255,28 @@ def test_batch2_gold_touched_only_the_affected_scope(world):
 
 
 def test_gold_rerun_after_batch2_changes_nothing(refreshed):
-    assert refreshed["rerun"].counters["mode"] == "incremental"
+    assert refreshed["rerun"].counters["mode"] == "unchanged"
+    assert set(refreshed["rerun"].counters["reconciliation"].values()) == {"balanced"}
     assert refreshed["rerun_commits"] == [] and refreshed["rerun"].tables == {}
+
+
+def test_gold_skips_only_when_inputs_and_settings_are_unchanged(world, spark):
+    from cpbi_spark.gold.stage import _unchanged_since_last_run, input_versions
+
+    root = world["root"]
+
+    def ctx(full_refresh=False, **overrides):
+        return RunContext.create(env="ci", spark=spark, full_refresh=full_refresh, overrides={
+            "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
+            "storage.outputs": str(root / "outputs"), "platform.enabled": "false", **overrides})
+
+    same = ctx()
+    versions = input_versions(same)
+    assert _unchanged_since_last_run(same, versions)
+    assert not _unchanged_since_last_run(same, {**versions, "stg_transactions": versions["stg_transactions"] + 1})
+    assert not _unchanged_since_last_run(ctx(full_refresh=True), versions)
+    other_currency = ctx(**{"project.reporting_currency": "JPY"})
+    assert not _unchanged_since_last_run(other_currency, input_versions(other_currency))
 
 
 def test_gold_recomputes_all_when_incremental_gold_is_off(world, spark):
