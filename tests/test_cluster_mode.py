@@ -56,6 +56,7 @@ def cluster_run(repo_root, tmp_path_factory):
     spark_submit = Path(sys.executable).parent / "spark-submit"
     cmd = [str(spark_submit), "--master", "local-cluster[2,1,1024]", "--driver-memory", "1g",
            "--conf", "spark.log.level=WARN", "--conf", "spark.ui.enabled=false",
+           "--driver-java-options", "-XX:-DontCompileHugeMethods",  # as docs/spark-submit.md says
            "--py-files", str(library), str(repo_root / "jobs" / "run_pipeline.py"),
            "--stages", "pipeline", "--env", "ci",
            "--set", f"storage.root={root / 'lake'}", "--set", f"storage.landing={root / 'landing'}",

@@ -92,6 +92,22 @@ def test_quarantined_records_are_exactly_the_planted_ones(world):
     assert ctx.lake.read("stg_transactions", version=world["versions1"]["stg_transactions"]).count() == valid
 
 
+def test_received_amounts_are_what_bronze_holds(world):
+    """``amount_in`` of each transactions/returns batch = the landed amount text read as a decimal (from bronze)."""
+    ctx = world["ctx2"]
+    recon = ctx.lake.read("stage_reconciliations").filter(F.col("stage") == "silver")
+    for name in ("transactions", "returns"):
+        source = ctx.config.sources[name]
+        file_col = source.columns["amount"]
+        landed = (ctx.lake.read(source.bronze_table).groupBy("_batch_id")
+                  .agg(F.sum(F.trim(F.col(f"`{file_col}`")).try_cast("decimal(18,2)")).alias("landed")))
+        got = recon.filter(F.col("source") == name).select(F.col("batch_id").alias("_batch_id"), "amount_in")
+        rows = landed.join(got, "_batch_id", "full").collect()
+        assert len(rows) == 2, (name, rows)  # both batches
+        for r in rows:
+            assert r["landed"] is not None and r["amount_in"] == r["landed"], (name, r)
+
+
 def test_every_table_key_is_unique(world):
     ctx = world["ctx2"]
     checked = 0

@@ -48,7 +48,7 @@ REPORT = "report"
 def spark_submit(job: str) -> str:
     """The shell command of one task."""
     return (f"cd {HOME} && PYSPARK_PYTHON={HOME}/.venv/bin/python {SUBMIT} --master '{MASTER}' "
-            f"--conf spark.log.level=WARN {job} --env {ENV}")
+            f"--conf spark.log.level=WARN --driver-java-options -XX:-DontCompileHugeMethods {job} --env {ENV}")
 
 
 with DAG(

@@ -78,12 +78,18 @@ def bad_type(raw: dict[str, Column], parsed: dict[str, Column], expected: dict[s
     return Rule("bad_type", failed, detail)
 
 
-def quarantine_frame(rejected: DataFrame, *, stage: str, source: str, raw_columns: Sequence[Column],
-                     run_id: str, at) -> DataFrame:
-    """Rows for ``stage_quarantine``: the reason and the record exactly as received."""
+def quarantine_frame(rejected: DataFrame, *, stage: str, source: str, raw_columns: Sequence[Column] | None = None,
+                     run_id: str, at, payload: Column | None = None) -> DataFrame:
+    """Rows for ``stage_quarantine``: the reason and the record exactly as received.
+
+    The record is ``raw_columns`` as one JSON object, or ``payload`` when that JSON was made earlier.
+    """
     from pyspark.sql import functions as F
 
-    payload = F.to_json(F.struct(*raw_columns))
+    if payload is None:
+        if raw_columns is None:
+            raise ValueError("quarantine_frame needs raw_columns or payload")
+        payload = F.to_json(F.struct(*raw_columns))
     return rejected.select(
         F.lit(stage).alias("stage"), F.lit(source).alias("source"), F.col("_record_id").alias("record_id"),
         F.col("_record_hash").alias("record_hash"), F.col("_batch_id").alias("batch_id"),
