@@ -38,12 +38,13 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.python.worker.reuse": "true",
 }
 
-# JVM options added to the driver's and executors' own (never replacing them). HotSpot does not JIT-compile
-# a method over 8000 bytes of bytecode; the code Spark generates for the wide silver plans (dozens of parsed
-# and validated columns) is larger, so it would run interpreted: 2M lines took 14.6 s to parse and validate
-# with the default and 3.4 s with this option (same session, second run, 2 cores).
+# JVM options cpbi adds to the driver's and executors' default options (kept apart from the
+# ``extraJavaOptions`` users set, which come later on the command line and so win). HotSpot does not
+# JIT-compile a method over 8000 bytes of bytecode; the code Spark generates for the wide silver plans
+# (dozens of parsed and validated columns) is larger, so it would run interpreted: 2M lines took 14.6 s
+# to parse and validate with the default and 3.4 s with this option (same session, second run, 2 cores).
 JAVA_OPTIONS = ("-XX:-DontCompileHugeMethods",)
-_JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+_JAVA_OPTION_KEYS = ("spark.driver.defaultJavaOptions", "spark.executor.defaultJavaOptions")
 
 
 def _xx_flag(option: str) -> str:
@@ -53,10 +54,10 @@ def _xx_flag(option: str) -> str:
 
 
 def with_java_options(conf: Mapping[str, str]) -> dict[str, str]:
-    """``conf`` with :data:`JAVA_OPTIONS` appended to the driver and executor JVM options.
+    """``conf`` with :data:`JAVA_OPTIONS` appended to the driver's and executors' default JVM options.
 
     Example:
-        >>> with_java_options({"spark.driver.extraJavaOptions": "-Xss4m"})["spark.driver.extraJavaOptions"]
+        >>> with_java_options({"spark.driver.defaultJavaOptions": "-Xss4m"})["spark.driver.defaultJavaOptions"]
         '-Xss4m -XX:-DontCompileHugeMethods'
     """
     out = dict(conf)
@@ -66,6 +67,22 @@ def with_java_options(conf: Mapping[str, str]) -> dict[str, str]:
         extra = [o for o in JAVA_OPTIONS if _xx_flag(o) not in flags]
         out[key] = " ".join([*current, *extra])
     return out
+
+
+def _submitted_java_options() -> dict[str, str]:
+    """The default JVM options a running ``spark-submit`` was given (its --conf, spark-defaults.conf).
+
+    Under ``spark-submit`` the JVM is up before the session is built, and a builder setting would
+    replace what was submitted; reading it first lets :func:`with_java_options` append instead.
+    Empty when this process starts the JVM itself.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # set by spark-submit for the Python driver it runs
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM (no new JVM is started)
+    submitted = SparkConf()
+    return {k: submitted.get(k) for k in _JAVA_OPTION_KEYS if submitted.contains(k)}
 
 
 def get_spark(
@@ -93,6 +110,7 @@ def get_spark(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     conf = dict(LOCAL_DEFAULTS)
+    conf.update(_submitted_java_options())
     conf.update({k: str(v) for k, v in (settings or {}).items()})
     conf = with_java_options(conf)
     # Without an explicit master, spark-submit's --master wins, and plain python gets local[*].
