@@ -22,11 +22,12 @@ pytestmark = pytest.mark.slow
 SCALE, SEED = 0.05, 7
 
 
-def _context(spark, root: Path) -> RunContext:
+def _context(spark, root: Path, *, full_refresh: bool = False, overrides: dict[str, str] | None = None
+             ) -> RunContext:
     # The platform recorder is covered by tests/test_platform_pipeline.py; off here to keep the suite short.
-    return RunContext.create(env="ci", spark=spark, overrides={
+    return RunContext.create(env="ci", spark=spark, full_refresh=full_refresh, overrides={
         "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-        "storage.outputs": str(root / "outputs"), "platform.enabled": "false"})
+        "storage.outputs": str(root / "outputs"), "platform.enabled": "false", **(overrides or {})})
 
 
 def _versions(ctx: RunContext) -> dict[str, int]:
@@ -277,31 +278,24 @@ def test_gold_rerun_after_batch2_changes_nothing(refreshed):
 
 
 def test_gold_skips_only_when_inputs_and_settings_are_unchanged(world, spark):
-    from cpbi_spark.gold.stage import _unchanged_since_last_run, input_versions
+    from cpbi_spark.gold.stage import _unchanged_since_last_run, consumed_versions, input_versions
 
     root = world["root"]
-
-    def ctx(full_refresh=False, **overrides):
-        return RunContext.create(env="ci", spark=spark, full_refresh=full_refresh, overrides={
-            "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-            "storage.outputs": str(root / "outputs"), "platform.enabled": "false", **overrides})
-
-    same = ctx()
-    versions = input_versions(same)
-    assert _unchanged_since_last_run(same, versions)
-    assert not _unchanged_since_last_run(same, {**versions, "stg_transactions": versions["stg_transactions"] + 1})
-    assert not _unchanged_since_last_run(ctx(full_refresh=True), versions)
-    other_currency = ctx(**{"project.reporting_currency": "JPY"})
-    assert not _unchanged_since_last_run(other_currency, input_versions(other_currency))
+    same = _context(spark, root)
+    versions, last = input_versions(same), consumed_versions(same)
+    assert _unchanged_since_last_run(same, versions, last)
+    assert not _unchanged_since_last_run(
+        same, {**versions, "stg_transactions": versions["stg_transactions"] + 1}, last)
+    assert not _unchanged_since_last_run(_context(spark, root, full_refresh=True), versions, last)
+    other_currency = _context(spark, root, overrides={"project.reporting_currency": "JPY"})
+    assert not _unchanged_since_last_run(other_currency, input_versions(other_currency),
+                                         consumed_versions(other_currency))
 
 
 def test_gold_recomputes_all_when_incremental_gold_is_off(world, spark):
     """``gold.incremental: false`` (the default outside CI) takes the full path even when changes are readable."""
-    from cpbi_spark.gold.stage import _full_reason, input_versions
+    from cpbi_spark.gold.stage import _full_reason, consumed_versions, input_versions
 
-    root = world["root"]
     for enabled, reason in (("true", None), ("false", "gold.incremental is off")):
-        ctx = RunContext.create(env="ci", spark=spark, overrides={
-            "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-            "storage.outputs": str(root / "outputs"), "platform.enabled": "false", "gold.incremental": enabled})
-        assert _full_reason(ctx, input_versions(ctx)) == reason
+        ctx = _context(spark, world["root"], overrides={"gold.incremental": enabled})
+        assert _full_reason(ctx, input_versions(ctx), consumed_versions(ctx)) == reason

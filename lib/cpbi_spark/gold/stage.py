@@ -157,8 +157,15 @@ def _record_inputs(ctx: RunContext, versions: dict[str, int]) -> None:
         only_if_changed="NOT (t.version <=> s.version) OR NOT (t.fingerprint <=> s.fingerprint)"))
 
 
-def _unchanged_since_last_run(ctx: RunContext, versions: dict[str, int]) -> bool:
+def _missing_outputs(ctx: RunContext) -> list[str]:
+    return [t for t in OUTPUTS if not ctx.lake.exists(t)]
+
+
+def _unchanged_since_last_run(ctx: RunContext, versions: dict[str, int],
+                              last: tuple[dict[str, int], str | None]) -> bool:
     """True when gold's last successful run consumed exactly these input versions with the same settings.
+
+    ``last`` is :func:`consumed_versions`, read once per run.
 
     Gold is a function of its inputs and settings, so there is nothing to recompute: a scheduled run
     with no new data skips the recompute (``--full-refresh`` always recomputes, e.g. after a gold table
@@ -166,23 +173,23 @@ def _unchanged_since_last_run(ctx: RunContext, versions: dict[str, int]) -> bool
     """
     if ctx.full_refresh:
         return False
-    consumed, fingerprint = consumed_versions(ctx)
-    return (consumed == versions and fingerprint == _fingerprint(ctx)
-            and all(ctx.lake.exists(t) for t in OUTPUTS))
+    consumed, fingerprint = last
+    return consumed == versions and fingerprint == _fingerprint(ctx) and not _missing_outputs(ctx)
 
 
-def _full_reason(ctx: RunContext, versions: dict[str, int]) -> str | None:
+def _full_reason(ctx: RunContext, versions: dict[str, int],
+                 last: tuple[dict[str, int], str | None]) -> str | None:
     """Why this run must recompute all of gold, or None when an incremental run is possible."""
     if ctx.full_refresh:
         return "--full-refresh"
     if not ctx.config.gold.incremental:
         return "gold.incremental is off"
-    consumed, fingerprint = consumed_versions(ctx)
+    consumed, fingerprint = last
     if not consumed:
         return "no earlier gold run recorded"
     if fingerprint != _fingerprint(ctx):
         return "settings or gold logic changed since the last run"
-    missing = [t for t in OUTPUTS if not ctx.lake.exists(t)]
+    missing = _missing_outputs(ctx)
     if missing:
         return f"gold tables missing: {', '.join(missing)}"
     for t, v in versions.items():
@@ -201,8 +208,8 @@ def run_gold(ctx: RunContext) -> StageResult:
             result.counters["skipped"] = "the sources hold no transaction lines"
             return result
         raise PipelineError("gold needs silver table stg_transactions; run the silver stage first")
-    versions = input_versions(ctx)
-    if _unchanged_since_last_run(ctx, versions):
+    versions, last = input_versions(ctx), consumed_versions(ctx)
+    if _unchanged_since_last_run(ctx, versions, last):
         result.counters["mode"] = "unchanged"
         ctx.log.info("gold: inputs and settings unchanged since its last run, nothing to recompute")
         _reconcile(ctx, result)  # bronze counts and the batch log can change without any gold input changing
@@ -219,11 +226,11 @@ def run_gold(ctx: RunContext) -> StageResult:
         start = end = dt.date(1970, 1, 1)
     rates = _daily_rates(ctx, lake.read_or_empty("ref_exchange_rates"), start, end).persist(
         _KEEP())
-    reason = _full_reason(ctx, versions)
+    reason = _full_reason(ctx, versions, last)
     changes = None
     if reason is None:
         with _timed(result, "silver changes"):
-            changes, reason = _silver_changes(ctx, versions, rates, start, end)
+            changes, reason = _silver_changes(ctx, versions, last[0], rates, start, end)
     if changes is not None:
         result.counters["mode"] = "incremental"
         _gold_incremental(ctx, sales, returns, rates, changes, result)
@@ -262,13 +269,12 @@ def _daily_rates(ctx: RunContext, rates_src: DataFrame, start, end) -> DataFrame
         .groupBy("currency", "rate_date").agg(F.first("rate_to_reporting").alias("rate_to_reporting"))
 
 
-def _silver_changes(ctx: RunContext, versions: dict[str, int], rates: DataFrame, start,
-                    end) -> tuple[SilverChanges | None, str | None]:
-    """The silver changes since the consumed versions, or None and why gold must recompute all."""
+def _silver_changes(ctx: RunContext, versions: dict[str, int], consumed: dict[str, int], rates: DataFrame,
+                    start, end) -> tuple[SilverChanges | None, str | None]:
+    """The silver changes since the ``consumed`` versions, or None and why gold must recompute all."""
     from pyspark.sql import functions as F
 
     lake = ctx.lake
-    consumed, _ = consumed_versions(ctx)
     frames: dict[str, DataFrame] = {}
     for t in INPUTS:
         if versions[t] < 0:

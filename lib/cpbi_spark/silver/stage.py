@@ -21,10 +21,10 @@ from cpbi_spark.runtime import StageResult
 from cpbi_spark.silver import entities as E
 from cpbi_spark.silver.pii import apply_pii, pii_salt
 from cpbi_spark.silver.scd2 import scd2_merge_source, scd2_merge_spec
-from cpbi_spark.silver.validate import REASON, quarantine_frame
+from cpbi_spark.silver.validate import REASON, quarantine_frame, record_json
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
     from cpbi_spark.runtime import RunContext
 
@@ -73,12 +73,6 @@ class SilverBatch:
         if self.batches:
             self.rows = bronze
 
-    def _raw_amount(self, amount_col: str | None) -> Column:
-        from pyspark.sql import functions as F
-
-        return (E.raw_cols(self.source)[amount_col].try_cast("decimal(18,2)")
-                if amount_col and amount_col in self.source.columns else F.lit(None).cast("decimal(18,2)"))
-
     def slim(self, classified: DataFrame, amount_col: str | None = None) -> DataFrame:
         """``classified`` without the as-received copies, keeping what :meth:`finish` reads of them.
 
@@ -88,35 +82,34 @@ class SilverBatch:
         """
         from pyspark.sql import functions as F
 
-        payload = F.when(F.col(OUTCOME) == "quarantined", F.to_json(F.struct(*E.payload_columns(self.source))))
+        payload = F.when(F.col(OUTCOME) == "quarantined", record_json(E.payload_columns(self.source)))
+        received = (E.raw_cols(self.source)[amount_col].try_cast("decimal(18,2)")
+                    if amount_col and amount_col in self.source.columns else F.lit(None).cast("decimal(18,2)"))
         raw = [c for c in classified.columns if c.startswith((E.RAW_PREFIX, E.ATTR_PREFIX, E.DISC_PREFIX))
                or c in (EXTRA, CORRUPT, "_rn", "_first_hash", "_silver_hash")]
-        return (classified.withColumn(PAYLOAD, payload).withColumn(RAW_AMOUNT, self._raw_amount(amount_col))
-                .drop(*raw))
+        return classified.withColumn(PAYLOAD, payload).withColumn(RAW_AMOUNT, received).drop(*raw)
 
     def finish(self, classified: DataFrame, amount_col: str | None = None) -> dict[str, int]:
         """Quarantine rejected rows, log per-batch outcome counts; ``classified`` has ``_outcome``.
 
-        ``classified`` is either the full frame or its :meth:`slim` form (same outcome).
+        ``classified`` is either the full frame or its :meth:`slim` form (made with the same ``amount_col``).
         """
         from pyspark.sql import functions as F
 
         ctx = self.ctx
-        slimmed = PAYLOAD in classified.columns
+        if PAYLOAD not in classified.columns:
+            classified = self.slim(classified, amount_col)
         rejected = classified.filter(F.col(OUTCOME) == "quarantined")
         ctx.lake.merge("stage_quarantine", quarantine_frame(
-            rejected, stage=STAGE, source=self.name,
-            raw_columns=None if slimmed else E.payload_columns(self.source),
-            payload=F.col(PAYLOAD) if slimmed else None, run_id=ctx.run_id,
+            rejected, stage=STAGE, source=self.name, payload=F.col(PAYLOAD), run_id=ctx.run_id,
             at=ctx.started_at), MergeSpec.insert_new(["stage", "record_id"]))
         amount = F.col(amount_col) if amount_col else F.lit(None).cast("decimal(18,2)")
-        raw_amount = F.col(RAW_AMOUNT) if slimmed else self._raw_amount(amount_col)
         per_batch = classified.groupBy("_batch_id").agg(
             F.count(F.lit(1)).alias("rows_in"),
             F.sum(F.when(F.col(OUTCOME) == "accepted", 1).otherwise(0)).alias("rows_accepted"),
             F.sum(F.when(F.col(OUTCOME) == "quarantined", 1).otherwise(0)).alias("rows_quarantined"),
             F.sum(F.when(F.col(OUTCOME) == "duplicate", 1).otherwise(0)).alias("rows_duplicate"),
-            F.sum(raw_amount).cast("decimal(18,2)").alias("amount_in"),
+            F.sum(RAW_AMOUNT).cast("decimal(18,2)").alias("amount_in"),
             F.sum(F.when(F.col(OUTCOME) == "accepted", amount)).cast("decimal(18,2)").alias("amount_accepted"),
         ).collect()
         totals = {"rows_in": 0, "rows_accepted": 0, "rows_quarantined": 0, "rows_duplicate": 0}

@@ -78,6 +78,13 @@ def bad_type(raw: dict[str, Column], parsed: dict[str, Column], expected: dict[s
     return Rule("bad_type", failed, detail)
 
 
+def record_json(raw_columns: Sequence[Column]) -> Column:
+    """The record as received, as the JSON object the quarantine stores (file column names as keys)."""
+    from pyspark.sql import functions as F
+
+    return F.to_json(F.struct(*raw_columns))
+
+
 def quarantine_frame(rejected: DataFrame, *, stage: str, source: str, raw_columns: Sequence[Column] | None = None,
                      run_id: str, at, payload: Column | None = None) -> DataFrame:
     """Rows for ``stage_quarantine``: the reason and the record exactly as received.
@@ -89,7 +96,7 @@ def quarantine_frame(rejected: DataFrame, *, stage: str, source: str, raw_column
     if payload is None:
         if raw_columns is None:
             raise ValueError("quarantine_frame needs raw_columns or payload")
-        payload = F.to_json(F.struct(*raw_columns))
+        payload = record_json(raw_columns)
     return rejected.select(
         F.lit(stage).alias("stage"), F.lit(source).alias("source"), F.col("_record_id").alias("record_id"),
         F.col("_record_hash").alias("record_hash"), F.col("_batch_id").alias("batch_id"),
