@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from cpbi_spark.errors import PipelineError
 from cpbi_spark.pipeline import run_stages
 from cpbi_spark.runtime import RunContext
 from cpbi_spark.synth import generate
@@ -275,6 +276,30 @@ def test_gold_rerun_after_batch2_changes_nothing(refreshed):
     assert refreshed["rerun"].counters["mode"] == "unchanged"
     assert set(refreshed["rerun"].counters["reconciliation"].values()) == {"balanced"}
     assert refreshed["rerun_commits"] == [] and refreshed["rerun"].tables == {}
+
+
+def test_reconciliation_is_redone_only_when_a_table_it_reads_changed(world, spark, tmp_path):
+    """A rerun reports the recorded balance without reading the tables; a new bronze row is reconciled."""
+    import shutil
+
+    from cpbi_spark.gold.stage import RECONCILE, consumed_versions, reconcile_reads
+
+    shutil.copytree(world["root"] / "lake", tmp_path / "lake")
+    root = {"storage.root": str(tmp_path / "lake"), "storage.landing": str(world["root"] / "landing"),
+            "storage.outputs": str(tmp_path / "outputs"), "platform.enabled": "false"}
+    same = RunContext.create(env="ci", spark=spark, overrides=root)
+    assert consumed_versions(same, RECONCILE)[0] == reconcile_reads(same)  # recorded by the last run
+    rerun = run_stages(same, ["gold"])[0]
+    assert rerun.counters["mode"] == "unchanged"
+    assert set(rerun.counters["reconciliation"].values()) == {"balanced"}
+    assert not {"fact_basket_lines", "raw_transactions"} & set(same.lake.reads)  # nothing recounted
+    # One more bronze line that silver never saw: gold's inputs are unchanged, the balance is not.
+    raw = same.config.sources["transactions"].bronze_table
+    same.lake.append(raw, same.lake.read(raw).limit(1))
+    changed = RunContext.create(env="ci", spark=spark, overrides=root)
+    with pytest.raises(PipelineError, match="raw_rows = accepted"):
+        run_stages(changed, ["gold"])
+    assert consumed_versions(changed, RECONCILE)[0] != reconcile_reads(changed)  # an unbalanced run records nothing
 
 
 def test_gold_skips_only_when_inputs_and_settings_are_unchanged(world, spark):

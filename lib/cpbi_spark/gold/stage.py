@@ -137,20 +137,24 @@ def input_versions(ctx: RunContext) -> dict[str, int]:
     return {t: ctx.lake.version(t) if ctx.lake.exists(t) else -1 for t in INPUTS}
 
 
-def consumed_versions(ctx: RunContext) -> tuple[dict[str, int], str | None]:
-    """The input versions and settings fingerprint of gold's last successful run (empty when none)."""
-    from pyspark.sql import functions as F
+def consumed_versions(ctx: RunContext, stage: str = STAGE) -> tuple[dict[str, int], str | None]:
+    """The input versions and settings fingerprint of gold's last successful run (empty when none).
 
+    ``stage`` ``gold.reconcile``: the tables the last balanced reconciliation read.
+    """
     if not ctx.lake.exists("ctl_stage_inputs"):
         return {}, None
-    rows = ctx.lake.read("ctl_stage_inputs").filter(F.col("stage") == STAGE).collect()
+    rows = [r for r in ctx.lake.read_records("ctl_stage_inputs") if r["stage"] == stage]
     prints = {r["fingerprint"] for r in rows}
     return {r["table_name"]: int(r["version"]) for r in rows}, (prints.pop() if len(prints) == 1 else None)
 
 
-def _record_inputs(ctx: RunContext, versions: dict[str, int]) -> None:
-    rows = [{"stage": STAGE, "table_name": t, "version": v, "fingerprint": _fingerprint(ctx), "run_id": ctx.run_id,
-             "consumed_at": ctx.started_at} for t, v in versions.items()]
+def _record_inputs(ctx: RunContext, by_stage: dict[str, dict[str, int]]) -> None:
+    """Record, per stage key (``gold``, ``gold.reconcile``), the table versions it consumed (one MERGE)."""
+    if not by_stage:
+        return
+    rows = [{"stage": stage, "table_name": t, "version": v, "fingerprint": _fingerprint(ctx), "run_id": ctx.run_id,
+             "consumed_at": ctx.started_at} for stage, versions in by_stage.items() for t, v in versions.items()]
     # Only a new version is a change: a rerun on the same silver leaves this table as it is.
     ctx.lake.merge("ctl_stage_inputs", ctx.lake.frame("ctl_stage_inputs", rows), MergeSpec.upsert(
         ["stage", "table_name"],
@@ -212,7 +216,8 @@ def run_gold(ctx: RunContext) -> StageResult:
     if _unchanged_since_last_run(ctx, versions, last):
         result.counters["mode"] = "unchanged"
         ctx.log.info("gold: inputs and settings unchanged since its last run, nothing to recompute")
-        _reconcile(ctx, result)  # bronze counts and the batch log can change without any gold input changing
+        # Bronze counts and the batch log can change without any gold input changing.
+        _record_inputs(ctx, _reconcile(ctx, result))
         return result
     sales = lake.read("stg_transactions")
     returns = lake.read_or_empty("stg_returns")
@@ -242,15 +247,37 @@ def run_gold(ctx: RunContext) -> StageResult:
     if has_time:
         _sync(ctx, "dim_time", marts.calendar(start, end), result)
     rates.unpersist()
-    _reconcile(ctx, result)
+    recorded = _reconcile(ctx, result)
     # Written last: a run that fails before this point is redone from the same versions next time.
-    _record_inputs(ctx, versions)
+    _record_inputs(ctx, {STAGE: versions, **recorded})
     return result
 
 
-def _reconcile(ctx: RunContext, result: StageResult) -> None:
-    """Record the reconciliation; an unbalanced check fails the stage."""
+RECONCILE = "gold.reconcile"
+
+
+def reconcile_reads(ctx: RunContext) -> dict[str, int]:
+    """Current version of every table :func:`reconcile` reads (-1 for one that does not exist)."""
+    tables = {"ctl_batch_log", "stg_transactions", "stg_returns", "dim_customer", "fact_transactions",
+              "fact_basket_lines"}
+    tables |= {src.bronze_table for name, src in ctx.config.sources.items()
+               if src.entity_of(name) in ("transactions", "returns")}
+    return {t: ctx.lake.version(t) if ctx.lake.exists(t) else -1 for t in sorted(tables)}
+
+
+def _reconcile(ctx: RunContext, result: StageResult) -> dict[str, dict[str, int]]:
+    """Record the reconciliation; an unbalanced check fails the stage.
+
+    When no table it reads has a new version since the last balanced reconciliation (same settings),
+    the outcome cannot differ: the recorded one is reported and nothing is recomputed. Returns what
+    the caller records once the stage succeeded: ``{RECONCILE: versions read}``, empty when skipped.
+    """
     with _timed(result, "reconcile"):
+        reads = reconcile_reads(ctx)
+        if not ctx.full_refresh and consumed_versions(ctx, RECONCILE) == (reads, _fingerprint(ctx)):
+            result.counters["reconciliation"] = {r["check_name"]: r["status"]
+                                                 for r in ctx.lake.read_records("audit_recon")}
+            return {}
         checks = reconcile(ctx)
     result.counters["reconciliation"] = {c["check_name"]: c["status"] for c in checks}
     bad = [c for c in checks if c["status"] == "unbalanced"]
@@ -258,6 +285,7 @@ def _reconcile(ctx: RunContext, result: StageResult) -> None:
         detail = "; ".join(f"{c['domain']}.{c['check_name']}: expected {c['expected']} observed {c['observed']}"
                            for c in bad)
         raise PipelineError(f"reconciliation failed ({len(bad)} check(s), see table audit_recon): {detail}")
+    return {RECONCILE: reads}
 
 
 def _daily_rates(ctx: RunContext, rates_src: DataFrame, start, end) -> DataFrame:

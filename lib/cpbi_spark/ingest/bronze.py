@@ -70,19 +70,30 @@ def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, inge
                         F.concat_ws("-", F.lit(batch_id), F.monotonically_increasing_id().cast("string"))))
 
 
-def landed_checksums(ctx: RunContext, bronze_table: str) -> set[str]:
-    """sha256 of every file already in the bronze table (bronze itself is the truth)."""
-    if not ctx.lake.exists(bronze_table):
-        return set()
-    return {r[0] for r in ctx.lake.read(bronze_table).select("_source_sha256").distinct().collect()}
+def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set[str]]:
+    """Per bronze table, the sha256 of every file already in it (bronze itself is the truth).
+
+    One Spark job for all the tables: a scheduled run with nothing new pays it once, not per source.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    done: dict[str, set[str]] = {t: set() for t in bronze_tables}
+    parts = [ctx.lake.read(t).select(F.lit(t).alias("_table"), "_source_sha256").distinct()
+             for t in sorted(set(bronze_tables)) if ctx.lake.exists(t)]
+    if parts:
+        for table, sha in reduce(lambda a, b: a.unionByName(b), parts).collect():
+            done[table].add(sha)
+    return done
 
 
-def land_source(ctx: RunContext, name: str, source: SourceConfig) -> tuple[int, list[dict]]:
-    """Land the new files of one source; return (rows landed, ledger rows)."""
+def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]) -> tuple[int, list[dict]]:
+    """Land the new files of one source (``done``: checksums of files already landed); return (rows
+    landed, ledger rows)."""
     from pyspark.sql import functions as F
 
     files = list_landing_files(ctx.config.storage.landing, source.path)
-    done = landed_checksums(ctx, source.bronze_table)
     new: list[LandingFile] = []
     ledger: list[dict] = []
     seen: set[str] = set()
@@ -144,10 +155,12 @@ def run_bronze(ctx: RunContext, sources: list[str] | None = None) -> StageResult
     """Land every configured source (or the named ones); raise after landing if files were rejected."""
     result = StageResult("bronze")
     ledger: list[dict] = []
-    for name, source in sorted(ctx.config.sources.items()):
-        if sources and name not in sources:
-            continue
-        rows, entries = land_source(ctx, name, source)
+    chosen = {n: s for n, s in sorted(ctx.config.sources.items()) if not sources or n in sources}
+    done = landed_checksums(ctx, [s.bronze_table for s in chosen.values()])
+    for name, source in chosen.items():
+        rows, entries = land_source(ctx, name, source, done[source.bronze_table])
+        # Two sources may share a bronze table: what one landed is landed for the next.
+        done[source.bronze_table] |= {e["sha256"] for e in entries if e["status"] == "landed"}
         ledger += entries
         if rows:
             result.tables[source.bronze_table] = rows
