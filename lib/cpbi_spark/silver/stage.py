@@ -502,12 +502,29 @@ HANDLERS = {
 }
 
 
+def _same_records(ctx: RunContext, table: str, rows: list[dict]) -> bool:
+    """True when ``table`` already holds exactly ``rows`` (compared on the driver: a few conf rows)."""
+    from collections import Counter
+
+    from cpbi_spark.lakehouse.engine import coerce_records
+
+    if not ctx.lake.exists(table):
+        return False
+    schema = ctx.lake.schema(table)
+    return Counter(coerce_records(ctx.lake.read_records(table), schema)) == Counter(coerce_records(rows, schema))
+
+
 def sync_refdata(ctx: RunContext, result: StageResult) -> None:
-    """Load the reference tables declared in conf; an unchanged one makes no new version."""
+    """Load the reference tables declared in conf; an unchanged one makes no new version.
+
+    Unchanged is checked on the driver first (no Spark job); a difference, or values the check cannot
+    compare as stored (e.g. a number for a text column), go through the MERGE, which writes only what
+    differs.
+    """
     mapping = {"fee_schedule": "ref_fee_schedule", "limits": "ref_limits", "statuses": "dim_status"}
     for key, table in mapping.items():
         rows = ctx.config.refdata.get(key)
-        if not rows:
+        if not rows or _same_records(ctx, table, rows):
             continue
         df = ctx.lake.frame(table, rows)
         cfg = ctx.config.table(table)
