@@ -53,25 +53,20 @@ def sync_spec(keys: list[str], columns: list[str]) -> MergeSpec:
 class SilverBatch:
     """The new bronze rows of one source and the bookkeeping of their outcomes."""
 
-    def __init__(self, ctx: RunContext, name: str):
+    def __init__(self, ctx: RunContext, name: str, batches: list[str]):
+        """``batches``: the source's bronze batches to process (see :func:`pending_batches`)."""
         from pyspark.sql import functions as F
 
         self.ctx, self.name = ctx, name
         self.source = ctx.config.sources[name]
-        lake = ctx.lake
         self.rows: DataFrame | None = None
         self.log_rows: list[dict] = []
         self.recon_rows: list[dict] = []
-        if not lake.exists(self.source.bronze_table):
-            return
-        bronze = lake.read(self.source.bronze_table)
-        if not ctx.full_refresh and lake.exists("ctl_batch_log"):
-            done = (lake.read("ctl_batch_log").filter((F.col("stage") == STAGE) & (F.col("source") == name))
-                    .select(F.col("batch_id").alias("_batch_id")))
-            bronze = bronze.join(done, "_batch_id", "left_anti")
-        self.batches = [r[0] for r in bronze.select("_batch_id").distinct().collect()]
+        self.batches = sorted(batches)
         if self.batches:
-            self.rows = bronze
+            bronze = ctx.lake.read(self.source.bronze_table)
+            # A full refresh reprocesses every batch: the whole table, without a filter to evaluate.
+            self.rows = bronze if ctx.full_refresh else bronze.filter(F.col("_batch_id").isin(self.batches))
 
     def slim(self, classified: DataFrame, amount_col: str | None = None) -> DataFrame:
         """``classified`` without the as-received copies, keeping what :meth:`finish` reads of them.
@@ -533,6 +528,30 @@ def sync_refdata(ctx: RunContext, result: StageResult) -> None:
             result.tables[table] = len(rows)
 
 
+def pending_batches(ctx: RunContext, names: list[str]) -> dict[str, list[str]]:
+    """Per source, the bronze batches silver has not processed yet (all of them on ``--full-refresh``).
+
+    One Spark job over every bronze table (a scheduled run with nothing new pays it once, not per
+    source); the batch log is a small table read without Spark.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    lake = ctx.lake
+    done: set[tuple[str, str]] = set()
+    if not ctx.full_refresh and lake.exists("ctl_batch_log"):
+        done = {(r["source"], r["batch_id"]) for r in lake.read_records("ctl_batch_log") if r["stage"] == STAGE}
+    parts = [lake.read(ctx.config.sources[n].bronze_table).select(F.lit(n).alias("_source"), "_batch_id").distinct()
+             for n in names if lake.exists(ctx.config.sources[n].bronze_table)]
+    pending: dict[str, list[str]] = {n: [] for n in names}
+    if parts:
+        for source, batch in reduce(lambda a, b: a.unionByName(b), parts).collect():
+            if (source, batch) not in done:
+                pending[source].append(batch)
+    return pending
+
+
 def run_silver(ctx: RunContext) -> StageResult:
     """Process every source's new bronze batches in dependency order."""
     result = StageResult(STAGE)
@@ -541,13 +560,17 @@ def run_silver(ctx: RunContext) -> StageResult:
     recon_rows: list[dict] = []
     rank = {entity: i for i, entity in enumerate(ORDER)}
     sources = sorted(ctx.config.sources.items(), key=lambda kv: (rank.get(kv[1].entity_of(kv[0]), len(ORDER)), kv[0]))
+    handled = []
     for name, source in sources:
-        entity = source.entity_of(name)
-        handler = HANDLERS.get(entity)
-        if handler is None:
-            ctx.log.warning("source %s (entity %s) has no silver handler; its rows stay in bronze", name, entity)
-            continue
-        batch = SilverBatch(ctx, name)
+        if HANDLERS.get(source.entity_of(name)) is None:
+            ctx.log.warning("source %s (entity %s) has no silver handler; its rows stay in bronze", name,
+                            source.entity_of(name))
+        else:
+            handled.append(name)
+    pending = pending_batches(ctx, handled)
+    for name in handled:
+        handler = HANDLERS[ctx.config.sources[name].entity_of(name)]
+        batch = SilverBatch(ctx, name, pending[name])
         if batch.rows is None:
             continue
         ctx.log.info("silver %s: %d new bronze batch(es)", name, len(batch.batches))
