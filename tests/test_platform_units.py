@@ -299,3 +299,30 @@ def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
                         "table": "dim_product", "table_column": "product_id"}]}
     (ref,) = validate_table(store, "stg_transactions", ExpectationSuiteConfig.model_validate(refs))
     assert ref["check_status"] == "failed" and ref["unexpected_count"] == 1  # P9 is not a product
+
+
+def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tmp_path):
+    from cpbi_spark.platform.governance import audit_policy_rows
+    from cpbi_spark.platform.store import PlatformStore
+    from cpbi_spark.runtime import RunContext
+
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(tmp_path / "lake"), "storage.landing": str(tmp_path / "landing"),
+        "storage.outputs": str(tmp_path / "out"), "platform.enabled": False})
+    store = PlatformStore(ctx)
+    hashed = "sha256:" + "a" * 64
+    # Planted: last_name 2 of 3 in clear, email 1 of 2 (one NULL), phone 1 of 3 not masked, first_name all masked.
+    rows = [{"customer_sk": f"s{i}", "customer_id": f"C{i}", "first_name": "J***", "last_name": last,
+             "email": email, "phone": phone, "street_address": hashed, "valid_from": datetime(2024, 1, 1)}
+            for i, (last, email, phone) in enumerate([("Smith", hashed, "5***"), ("Jones", None, "555-0101"),
+                                                      (hashed, "a@b.example", "***")])]
+    store.lake.append("dim_customer", store.frame("dim_customer", rows))
+    got = {r["target"]: (r["status"], r["observed"]) for r in audit_policy_rows(ctx, store, datetime(2026, 1, 1))
+           if r["kind"] == "pii" and r["target"].startswith("dim_customer.")}
+    assert got == {
+        "dim_customer.first_name": ("compliant", "0 of 3 values not masked"),
+        "dim_customer.last_name": ("violation", "2 of 3 values not hashed"),
+        "dim_customer.email": ("violation", "1 of 2 values not hashed"),
+        "dim_customer.phone": ("violation", "1 of 3 values not masked"),
+        "dim_customer.street_address": ("compliant", "0 of 3 values not hashed"),
+    }

@@ -146,20 +146,29 @@ def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> l
     for name, cfg in ctx.config.tables.items():
         exists = store.lake.exists(name)
         df = store.lake.read(name) if exists and any(p != "none" for p in cfg.pii.values()) else None
+        checked = {col: policy for col, policy in cfg.pii.items()
+                   if policy != "none" and df is not None and col in df.columns}
+        counts = {}
+        if checked:  # one job per table for all its PII columns
+            aggs = []
+            for i, (col, policy) in enumerate(checked.items()):
+                value = F.col(f"`{col}`").cast("string")
+                bad = {"hash": ~value.rlike(HASH_PATTERN), "mask": ~value.rlike(MASK_PATTERN),
+                       "drop": F.lit(True)}[policy]
+                aggs += [F.count(value).alias(f"n{i}"),
+                         F.sum(F.when(value.isNotNull() & bad, 1).otherwise(0)).alias(f"bad{i}")]
+            first = df.agg(*aggs).first()
+            counts = {col: (first[f"n{i}"], first[f"bad{i}"] or 0) for i, col in enumerate(checked)}
         for col, policy in cfg.pii.items():
             if policy == "none":
                 continue
             pid = {"policy_id": f"pii:{name}.{col}", "kind": "pii", "target": f"{name}.{col}"}
-            if df is None or col not in df.columns:
+            if col not in counts:
                 rows.append({**base, **pid, "status": "not_applicable", "observed": "table not written yet"})
                 continue
-            value = F.col(col).cast("string")
-            bad = {"hash": ~value.rlike(HASH_PATTERN), "mask": ~value.rlike(MASK_PATTERN),
-                   "drop": F.lit(True)}[policy]
-            counts = df.agg(F.count(value).alias("n"), F.sum(F.when(value.isNotNull() & bad, 1).otherwise(0))
-                            .alias("bad")).first()
-            rows.append({**base, **pid, "status": "violation" if counts["bad"] else "compliant",
-                         "observed": f"{counts['bad'] or 0} of {counts['n']} values not {policy}ed"})
+            n, bad_count = counts[col]
+            rows.append({**base, **pid, "status": "violation" if bad_count else "compliant",
+                         "observed": f"{bad_count} of {n} values not {policy}ed"})
     for target, rule in ctx.config.platform.retention.items():
         pid = {"policy_id": f"retention:{target}", "kind": "retention", "target": target}
         if rule.kind != "table" or not store.lake.exists(target):

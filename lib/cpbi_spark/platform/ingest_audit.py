@@ -369,10 +369,11 @@ def parsing_error_rows(ctx: RunContext, store: PlatformStore, stage: str, now: d
     quarantine = store.lake.read("stage_quarantine").filter(
         (F.col("run_id") == ctx.run_id) & (F.col("stage") == stage))
     rows: list[dict] = []
+    with_errors = {r[0] for r in quarantine.select("source").distinct().collect()}  # one job, not one per source
     for name, source in sorted(ctx.config.sources.items()):
-        rejected = quarantine.filter(F.col("source") == name).select("record_id", "reason", "detail", "batch_id")
-        if not store.lake.exists(source.bronze_table) or not rejected.limit(1).count():
+        if name not in with_errors or not store.lake.exists(source.bronze_table):
             continue
+        rejected = quarantine.filter(F.col("source") == name).select("record_id", "reason", "detail", "batch_id")
         bronze = store.lake.read(source.bronze_table)
         key_cols = key_file_columns(source)
         keys = [F.col(f"`{safe_name(c)}`") for c in key_cols if safe_name(c) in bronze.columns]

@@ -330,7 +330,10 @@ class PlatformObserver(StageObserver):
         token = f"platform/{ctx.run_id}/bronze-batch"  # per batch: a second bronze attempt of the run adds nothing
         ledger_all = store.rows("audit_ingest")
         ledger = [e for e in ledger_all if e["batch_id"] == ctx.run_id]
-        events = A.raw_events(ctx, store, ctx.run_id)
+        # Raw events come from the files this batch landed: with none (a scheduled run with nothing new)
+        # there is nothing to read, and no Spark job is spent finding that out.
+        landed = any(e["status"] == "landed" for e in ledger)
+        events = A.raw_events(ctx, store, ctx.run_id) if landed else None
         if events is not None:
             events = events.persist(StorageLevel.MEMORY_AND_DISK)
             # Every table below holds rows of this batch only (keys include the batch or a file of it):
