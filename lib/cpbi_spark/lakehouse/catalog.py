@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from cpbi_spark.lakehouse.select import make_engine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import DataType, StructType
 
     from cpbi_spark.config import CpbiConfig
     from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
@@ -37,12 +38,19 @@ class CommitRecord:
     info: CommitInfo
 
 
+@functools.cache
+def _sql_type(sql_type: str) -> DataType:
+    # Parsing a type string is a round trip to the JVM; a run declares ~100 tables from a few dozen strings.
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(sql_type)
+
+
 def declared_schema(columns: dict[str, str]) -> StructType:
     """Spark schema from a ``{column: "sql type"}`` mapping, in declaration order."""
-    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+    from pyspark.sql.types import StructField, StructType
 
-    return StructType([StructField(name, _parse_datatype_string(sql_type), True)
-                       for name, sql_type in columns.items()])
+    return StructType([StructField(name, _sql_type(sql_type), True) for name, sql_type in columns.items()])
 
 
 class Lakehouse:
