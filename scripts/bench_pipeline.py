@@ -59,7 +59,9 @@ def _tree_rss(proc: psutil.Process) -> int:
 def _rss_by_role(proc: psutil.Process) -> dict[str, int]:
     """Resident bytes of the tree by role: the Python driver (the root and Python processes that are not
     under a JVM), the JVMs (Spark's driver, or a local-cluster's master/workers/executors) and the Python
-    workers the JVMs start for UDFs and Arrow (``pyspark.daemon``)."""
+    workers the JVMs start for UDFs and Arrow (``pyspark.daemon``). Other children of a JVM are not
+    counted: they are short-lived helpers (``jspawnhelper``, ``chmod``) that can show the JVM's own pages
+    for a moment between fork and exec (one sample read 4 GB for one)."""
     roles = {"driver_python": 0, "jvm": 0, "python_workers": 0}
     try:
         members = [proc, *proc.children(recursive=True)]
@@ -74,7 +76,8 @@ def _rss_by_role(proc: psutil.Process) -> dict[str, int]:
                 jvms.add(member.pid)
                 roles["jvm"] += rss
             elif any(p.pid in jvms for p in member.parents()):
-                roles["python_workers"] += rss
+                if "python" in name:
+                    roles["python_workers"] += rss
             else:
                 roles["driver_python"] += rss
     return roles

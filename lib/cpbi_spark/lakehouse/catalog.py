@@ -144,10 +144,9 @@ class Lakehouse:
 
         For run records and reference data built on the driver (a handful of rows), never for data.
         """
-        from cpbi_spark.lakehouse.engine import coerce_records
+        from cpbi_spark.lakehouse.engine import records_frame
 
-        schema = self._declared(name)
-        return self.spark.createDataFrame(coerce_records(rows, schema), schema)
+        return records_frame(self.spark, rows, self._declared(name))
 
     def _declared(self, name: str) -> StructType:
         schema = self.schema(name)

@@ -71,6 +71,11 @@ def coerce_records(rows: list[dict], schema: StructType) -> list[tuple]:
     return [tuple(coerce(r.get(f.name), f.dataType) for f in schema.fields) for r in rows]
 
 
+def records_frame(spark: SparkSession, rows: list[dict], schema: StructType) -> DataFrame:
+    """A small Spark frame of driver-built ``rows`` in ``schema`` (numbers coerced, see :func:`coerce_records`)."""
+    return spark.createDataFrame(coerce_records(rows, schema), schema)
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """One entry of a table's commit log."""
@@ -149,7 +154,7 @@ class TableEngine(abc.ABC):
         return self.read(path).count()
 
     def _records_frame(self, rows: list[dict], schema: StructType) -> DataFrame:
-        return self.spark.createDataFrame(coerce_records(rows, schema), schema)
+        return records_frame(self.spark, rows, schema)
 
     @abc.abstractmethod
     def delete(self, path: str, predicate: str) -> CommitInfo:
