@@ -274,7 +274,8 @@ def _reconcile(ctx: RunContext, result: StageResult) -> dict[str, dict[str, int]
     """
     with _timed(result, "reconcile"):
         reads = reconcile_reads(ctx)
-        if not ctx.full_refresh and consumed_versions(ctx, RECONCILE) == (reads, _fingerprint(ctx)):
+        if (not ctx.full_refresh and ctx.lake.exists("audit_recon")
+                and consumed_versions(ctx, RECONCILE) == (reads, _fingerprint(ctx))):
             result.counters["reconciliation"] = {r["check_name"]: r["status"]
                                                  for r in ctx.lake.read_records("audit_recon")}
             return {}
