@@ -71,21 +71,8 @@ def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, inge
 
 
 def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set[str]]:
-    """Per bronze table, the sha256 of every file already in it (bronze itself is the truth).
-
-    One Spark job for all the tables: a scheduled run with nothing new pays it once, not per source.
-    """
-    from functools import reduce
-
-    from pyspark.sql import functions as F
-
-    done: dict[str, set[str]] = {t: set() for t in bronze_tables}
-    parts = [ctx.lake.read(t).select(F.lit(t).alias("_table"), "_source_sha256").distinct()
-             for t in sorted(set(bronze_tables)) if ctx.lake.exists(t)]
-    if parts:
-        for table, sha in reduce(lambda a, b: a.unionByName(b), parts).collect():
-            done[table].add(sha)
-    return done
+    """Per bronze table, the sha256 of every file already in it (bronze itself is the truth; one job)."""
+    return ctx.lake.distinct_values({t: t for t in bronze_tables}, "_source_sha256")
 
 
 def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]) -> tuple[int, list[dict]]:

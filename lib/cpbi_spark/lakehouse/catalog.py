@@ -101,6 +101,28 @@ class Lakehouse:
             raise TableNotFound(f"table {name} does not exist yet")
         return self.spark.createDataFrame([], schema)
 
+    def distinct_values(self, tables: dict[str, str], column: str) -> dict[str, set]:
+        """Per key, the distinct values of ``column`` in the table it names (empty when not written yet).
+
+        One Spark job for all the tables: a fixed-cost lookup a scheduled run does on every source
+        costs one job, not one per source.
+
+        Example:
+            >>> lake.distinct_values({"transactions": "raw_transactions"}, "_batch_id")  # doctest: +SKIP
+            {'transactions': {'20261126T091253-47701089'}}
+        """
+        from functools import reduce
+
+        from pyspark.sql import functions as F
+
+        out: dict[str, set] = {key: set() for key in tables}
+        parts = [self.read(t).select(F.lit(key).alias("_key"), F.col(f"`{column}`").alias("_value")).distinct()
+                 for key, t in sorted(tables.items()) if self.exists(t)]
+        if parts:
+            for key, value in reduce(lambda a, b: a.unionByName(b), parts).collect():
+                out[key].add(value)
+        return out
+
     def read_records(self, name: str) -> list[dict]:
         """A small table's rows as dicts (run records, reference data), read without a Spark job when
         the engine can; as ``[r.asDict() for r in lake.read(name).collect()]`` would give them."""

@@ -531,25 +531,15 @@ def sync_refdata(ctx: RunContext, result: StageResult) -> None:
 def pending_batches(ctx: RunContext, names: list[str]) -> dict[str, list[str]]:
     """Per source, the bronze batches silver has not processed yet (all of them on ``--full-refresh``).
 
-    One Spark job over every bronze table (a scheduled run with nothing new pays it once, not per
-    source); the batch log is a small table read without Spark.
+    One Spark job over every bronze table (see :meth:`Lakehouse.distinct_values`); the batch log is a
+    small table read without Spark.
     """
-    from functools import reduce
-
-    from pyspark.sql import functions as F
-
     lake = ctx.lake
     done: set[tuple[str, str]] = set()
     if not ctx.full_refresh and lake.exists("ctl_batch_log"):
         done = {(r["source"], r["batch_id"]) for r in lake.read_records("ctl_batch_log") if r["stage"] == STAGE}
-    parts = [lake.read(ctx.config.sources[n].bronze_table).select(F.lit(n).alias("_source"), "_batch_id").distinct()
-             for n in names if lake.exists(ctx.config.sources[n].bronze_table)]
-    pending: dict[str, list[str]] = {n: [] for n in names}
-    if parts:
-        for source, batch in reduce(lambda a, b: a.unionByName(b), parts).collect():
-            if (source, batch) not in done:
-                pending[source].append(batch)
-    return pending
+    landed = lake.distinct_values({n: ctx.config.sources[n].bronze_table for n in names}, "_batch_id")
+    return {n: [b for b in landed[n] if (n, b) not in done] for n in names}
 
 
 def run_silver(ctx: RunContext) -> StageResult:
@@ -560,16 +550,15 @@ def run_silver(ctx: RunContext) -> StageResult:
     recon_rows: list[dict] = []
     rank = {entity: i for i, entity in enumerate(ORDER)}
     sources = sorted(ctx.config.sources.items(), key=lambda kv: (rank.get(kv[1].entity_of(kv[0]), len(ORDER)), kv[0]))
-    handled = []
+    handlers = {}
     for name, source in sources:
-        if HANDLERS.get(source.entity_of(name)) is None:
-            ctx.log.warning("source %s (entity %s) has no silver handler; its rows stay in bronze", name,
-                            source.entity_of(name))
-        else:
-            handled.append(name)
-    pending = pending_batches(ctx, handled)
-    for name in handled:
-        handler = HANDLERS[ctx.config.sources[name].entity_of(name)]
+        entity = source.entity_of(name)
+        if entity not in HANDLERS:
+            ctx.log.warning("source %s (entity %s) has no silver handler; its rows stay in bronze", name, entity)
+            continue
+        handlers[name] = HANDLERS[entity]
+    pending = pending_batches(ctx, list(handlers))
+    for name, handler in handlers.items():
         batch = SilverBatch(ctx, name, pending[name])
         if batch.rows is None:
             continue
