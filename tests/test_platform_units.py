@@ -102,6 +102,23 @@ def test_positions_in_jsonl_skip_blank_lines_and_find_bad_json():
     assert got == {"x": (5, 4), "y": (3, 2), "z": (4, 3)}
 
 
+def test_positions_are_read_from_a_file_stream_with_crlf_bom_and_a_quoted_multiline_record(tmp_path):
+    import io
+
+    from cpbi_spark.platform.ingest_audit import locate_records
+    from pyarrow import fs as pafs
+
+    # header on line 1; records: A,x (line 2), B (lines 3-4, a quoted line break), A,y (5), broken (6), A,z (7)
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufeffid,note\r\nA,x\r\nB,\"two\r\nlines\"\r\nA,y\r\nbroken\r\nA,z\r\n".encode())
+    wanted = [("a3", ("A",), None, 3), ("b", ("B",), None, 1), ("bad", None, "broken", 1),
+              ("a9", ("A",), None, 9)]
+    with pafs.LocalFileSystem().open_input_stream(str(path)) as fh, \
+            io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="") as lines:
+        got = locate_records(lines, "csv", ["id"], wanted)
+    assert got == {"a3": (7, 5), "b": (3, 2), "bad": (6, 4)}
+
+
 def test_ledger_volumes_and_batch():
     from cpbi_spark.platform.ingest_audit import volume_rows
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from cpbi_spark.ingest.readers import safe_name
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from pyspark.sql import DataFrame
 
     from cpbi_spark.config.models import SourceConfig
@@ -280,30 +282,60 @@ def drift_rows(ctx: RunContext, ledger: list[dict], known: list[dict], now: date
 
 
 # ---------------------------------------------------------------------------------------------- parsing errors
-def locate_records(text: str, fmt: str, key_columns: list[str],
-                   wanted: list[tuple[str, tuple | None, str | None, int]]) -> dict[str, tuple[int | None, int]]:
-    """Line and record number of records in a landing file's text (pure).
+def _without_bom(lines: Iterable[str]) -> Iterator[str]:
+    it = iter(lines)
+    first = next(it, None)
+    if first is not None:
+        yield first.lstrip("\ufeff")
+    yield from it
 
+
+def locate_records(text: str | Iterable[str], fmt: str, key_columns: list[str],
+                   wanted: list[tuple[str, tuple | None, str | None, int]]) -> dict[str, tuple[int | None, int]]:
+    """Line and record number of records in a landing file (pure).
+
+    ``text``: the file's text, or its lines with their line ends (a text file opened with
+    ``newline=""``), so a large file is read line by line. Only the positions of wanted texts and keys
+    are kept: memory stays bounded by the number of wanted records, not by the file's size.
     ``wanted``: ``(record id, key values or None, corrupt line text or None, occurrence of the key)``;
     a corrupt text is matched to the line with that text, a key to its n-th record with that key.
     Returns ``{record id: (line number or None, record number)}`` (1-based; the CSV header is line 1).
     """
-    records: list[tuple[int | None, int, str, tuple | None]] = []  # (line, record no, text, key)
+    lines = _without_bom(io.StringIO(text, newline="") if isinstance(text, str) else text)
+    texts = {c.rstrip("\r") for _, _, c, _ in wanted if c is not None}
+    keys = {tuple(k) for _, k, _, _ in wanted if k is not None}
+    by_text: dict[str, list[tuple[int | None, int]]] = defaultdict(list)
+    by_key: dict[tuple, list[tuple[int | None, int]]] = defaultdict(list)
+
+    def seen(line_no: int, number: int, raw: str, key: tuple | None) -> None:
+        raw = raw.rstrip("\r")
+        if raw in texts:
+            by_text[raw].append((line_no, number))
+        if key is not None and key in keys:
+            by_key[key].append((line_no, number))
+
     if fmt == "csv":
-        lines = text.splitlines()
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, [])
-        header = [h.strip() for h in header]
+        consumed: list[str] = []  # the physical lines of the record being parsed (a quoted field may span lines)
+
+        def tracked() -> Iterator[str]:
+            for line in lines:
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(tracked())
+        header = [h.strip() for h in next(reader, [])]
         index = [header.index(c) if c in header else None for c in key_columns]
+        consumed.clear()
         prev = reader.line_num
         for number, row in enumerate(reader, start=1):
-            start, end = prev + 1, reader.line_num
-            prev = end
+            start, prev = prev + 1, reader.line_num
             key = tuple((row[i] or None) if i is not None and i < len(row) else None for i in index)
-            records.append((start, number, "\n".join(lines[start - 1:end]), key))
+            seen(start, number, "\n".join(part.rstrip("\r\n") for part in consumed), key)
+            consumed.clear()
     elif fmt in ("jsonl", "basket_lines"):
         number = 0
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        for line_no, line in enumerate(lines, start=1):
+            line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             number += 1
@@ -315,13 +347,7 @@ def locate_records(text: str, fmt: str, key_columns: list[str],
                                 json.dumps(obj[c]) for c in key_columns)
             except ValueError:
                 pass
-            records.append((line_no, number, line, key))
-    by_text: dict[str, list[tuple[int | None, int]]] = defaultdict(list)
-    by_key: dict[tuple, list[tuple[int | None, int]]] = defaultdict(list)
-    for line_no, number, raw, key in records:
-        by_text[raw.rstrip("\r")].append((line_no, number))
-        if key is not None:
-            by_key[key].append((line_no, number))
+            seen(line_no, number, line, key)
     out: dict[str, tuple[int | None, int]] = {}
     used_text: dict[str, int] = defaultdict(int)
     for record_id, key, corrupt, occurrence in wanted:
@@ -339,21 +365,27 @@ def locate_records(text: str, fmt: str, key_columns: list[str],
 
 
 def _parquet_positions(uri: str, key_columns: list[str], wanted) -> dict[str, tuple[int | None, int]]:
+    """Record numbers of wanted keys in a parquet file, read a batch of key columns at a time."""
     import pyarrow.parquet as pq
 
     from cpbi_spark.ingest.files import _filesystem
 
+    keys = {tuple(k or ()) for _, k, _, _ in wanted}
+    hits: dict[tuple, list[int]] = defaultdict(list)
     filesystem, path = _filesystem(uri)
+    number = 0
     with filesystem.open_input_file(path) as fh:
-        table = pq.read_table(fh, columns=key_columns)
-    keys: dict[tuple, list[int]] = defaultdict(list)
-    for i, row in enumerate(zip(*[table.column(c).to_pylist() for c in key_columns], strict=True), start=1):
-        keys[tuple(None if v is None else str(v) for v in row)].append(i)
+        for batch in pq.ParquetFile(fh).iter_batches(columns=key_columns, batch_size=65536):
+            for row in zip(*[batch.column(c).to_pylist() for c in key_columns], strict=True):
+                number += 1
+                key = tuple(None if v is None else str(v) for v in row)
+                if key in keys:
+                    hits[key].append(number)
     out = {}
     for record_id, key, _corrupt, occurrence in wanted:
-        hits = keys.get(tuple(key or ()), [])
-        if 0 < occurrence <= len(hits):
-            out[record_id] = (None, hits[occurrence - 1])
+        found = hits.get(tuple(key or ()), [])
+        if 0 < occurrence <= len(found):
+            out[record_id] = (None, found[occurrence - 1])
     return out
 
 
@@ -403,10 +435,10 @@ def parsing_error_rows(ctx: RunContext, store: PlatformStore, stage: str, now: d
                     positions = _parquet_positions(uri, key_cols, wanted)
                 else:
                     filesystem, path = _filesystem(uri)
-                    with filesystem.open_input_stream(path) as fh:
-                        text = fh.read().decode(str(source.options.get("encoding", "utf-8")).replace("_", "-"),
-                                                errors="replace").lstrip("\ufeff")
-                    positions = locate_records(text, source.format, key_cols, wanted)
+                    encoding = str(source.options.get("encoding", "utf-8")).replace("_", "-")
+                    with filesystem.open_input_stream(path) as fh, \
+                            io.TextIOWrapper(fh, encoding=encoding, errors="replace", newline="") as lines:
+                        positions = locate_records(lines, source.format, key_cols, wanted)
             except Exception:  # the file is gone: the error stays recorded without a position
                 positions = {}
             for r in recs:
