@@ -105,8 +105,9 @@ def test_positions_in_jsonl_skip_blank_lines_and_find_bad_json():
 def test_positions_are_read_from_a_file_stream_with_crlf_bom_and_a_quoted_multiline_record(tmp_path):
     import io
 
-    from cpbi_spark.platform.ingest_audit import locate_records
     from pyarrow import fs as pafs
+
+    from cpbi_spark.platform.ingest_audit import locate_records
 
     # header on line 1; records: A,x (line 2), B (lines 3-4, a quoted line break), A,y (5), broken (6), A,z (7)
     path = tmp_path / "t.csv"
