@@ -4,8 +4,8 @@ Gold is incremental: it reads only the silver rows that changed since the input 
 last successful run recorded (``ctl_stage_inputs``), recomputes the gold rows they affect (see
 :mod:`cpbi_spark.gold.incremental`) and MERGEs them within that scope. The first run, a change
 of settings, an input whose changes cannot be read, or ``--full-refresh`` recompute everything
-from silver instead. Either way a MERGE writes only what changed (a rerun on the same silver
-makes no new version), and a late SCD2 update re-points the facts of that customer or product.
+from silver instead; each recomputed table is then rewritten in one commit only if its content
+differs (:meth:`Lakehouse.replace`). Either way a rerun on the same silver makes no new version, and a late SCD2 update re-points the facts of that customer or product.
 When no input changed since gold's last successful run and its settings are the same, nothing is
 recomputed (only the reconciliation runs again).
 The reconciliation (``audit_recon``) checks raw = accepted + quarantined + duplicate and that
@@ -43,7 +43,6 @@ from cpbi_spark.gold.incremental import (
 from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 from cpbi_spark.runtime import StageResult
-from cpbi_spark.silver.stage import sync_spec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -81,12 +80,9 @@ def _timed(result: StageResult, step: str) -> Iterator[None]:
 
 
 def _sync(ctx: RunContext, table: str, df: DataFrame, result: StageResult) -> None:
-    """Make ``table`` equal to ``df`` with one MERGE that writes only changed rows."""
-    cfg = ctx.config.table(table)
+    """Make ``table`` equal to ``df``, a full recompute: no commit when equal, else one overwrite."""
     with _timed(result, table):
-        df = ctx.lake.conform(table, df)
-        info = ctx.lake.merge(table, df, sync_spec(list(cfg.keys), df.columns))
-        _count(info, table, result)
+        _count(ctx.lake.replace(table, df), table, result)
 
 
 def _count(info, table: str, result: StageResult) -> None:
@@ -336,7 +332,7 @@ def _silver_changes(ctx: RunContext, versions: dict[str, int], consumed: dict[st
 
 
 def _gold_full(ctx: RunContext, sales: DataFrame, returns: DataFrame, rates: DataFrame, result: StageResult) -> None:
-    """Recompute every gold table from all of silver; MERGE writes only the rows that differ."""
+    """Recompute every gold table from all of silver; a table is rewritten only when its content differs."""
     lake, reporting = ctx.lake, ctx.config.project.reporting_currency
     customers, products = lake.read_or_empty("dim_customer"), lake.read_or_empty("dim_product")
     merchants = lake.read_or_empty("dim_merchant")
