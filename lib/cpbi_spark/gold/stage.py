@@ -5,7 +5,8 @@ last successful run recorded (``ctl_stage_inputs``), recomputes the gold rows th
 :mod:`cpbi_spark.gold.incremental`) and MERGEs them within that scope. The first run, a change
 of settings, an input whose changes cannot be read, or ``--full-refresh`` recompute everything
 from silver instead; each recomputed table is then rewritten in one commit only if its content
-differs (:meth:`Lakehouse.replace`). Either way a rerun on the same silver makes no new version, and a late SCD2 update re-points the facts of that customer or product.
+differs (:meth:`Lakehouse.replace`). Either way a rerun on the same silver makes no new version,
+and a late SCD2 update re-points the facts of that customer or product.
 When no input changed since gold's last successful run and its settings are the same, nothing is
 recomputed (only the reconciliation runs again).
 The reconciliation (``audit_recon``) checks raw = accepted + quarantined + duplicate and that
