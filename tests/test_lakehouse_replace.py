@@ -50,6 +50,8 @@ def test_replace_writes_only_a_different_content_and_then_holds_exactly_it(spark
     def want(rs) -> Counter:
         return Counter((r["limit_name"], r["limit_value"], r["description"]) for r in rs)
 
+    assert not lake.replace("ref_limits", lake.frame("ref_limits", [])).changed  # empty into empty: no commit
+    assert lake.row_count("ref_limits") == 0
     first = lake.replace("ref_limits", lake.frame("ref_limits", rows))
     assert first.changed and stored() == want(rows)
     version = lake.version("ref_limits")

@@ -218,7 +218,8 @@ class Lakehouse:
         writes nothing (a rerun changes no version) and one that changed rows rewrites the table in one
         commit. Use it for a table recomputed in full: a MERGE of a full recompute joins both sides whole
         and then also rewrites every file holding a changed row, which after a late change to a dimension
-        is most of them. ``df`` is computed once (cached for the check and the write).
+        is most of them. ``df`` is computed once (cached for the check and the write); into an empty table
+        (the first load) it is appended straight from its plan, with nothing to compare.
 
         Example:
             >>> lake.replace("fact_basket_lines", recomputed).changed   # doctest: +SKIP
@@ -230,6 +231,9 @@ class Lakehouse:
         from cpbi_spark.lakehouse.signature import content_signature
 
         self.ensure(name)
+        if self.row_count(name) == 0:
+            # Nothing stored to compare with (the first load): append straight from the plan, no cache.
+            return self.append(name, df)
         declared = self.schema(name)
         if declared is not None and [(f.name, f.dataType) for f in df.schema.fields] != [
                 (f.name, f.dataType) for f in declared.fields]:
