@@ -178,11 +178,16 @@ class Lakehouse:
 
     # ------------------------------------------------------------------ writes
     def conform(self, name: str, df: DataFrame) -> DataFrame:
-        """Select the declared columns in order, cast to the declared types; name what is missing."""
+        """Select the declared columns in order, cast to the declared types; name what is missing.
+
+        A frame that already has the declared columns and types is returned as it is, so a frame the
+        caller cached stays the cached one (a projection over it would be a different plan).
+        """
         from pyspark.sql import functions as F
 
         schema = self.schema(name)
-        if schema is None:
+        if schema is None or [(f.name, f.dataType) for f in df.schema.fields] == [
+                (f.name, f.dataType) for f in schema.fields]:
             return df
         missing = [f.name for f in schema.fields if f.name not in df.columns]
         extra = [c for c in df.columns if c not in schema.fieldNames()]
@@ -234,17 +239,14 @@ class Lakehouse:
         if self.row_count(name) == 0:
             # Nothing stored to compare with (the first load): append straight from the plan, no cache.
             return self.append(name, df)
-        declared = self.schema(name)
-        if declared is not None and [(f.name, f.dataType) for f in df.schema.fields] != [
-                (f.name, f.dataType) for f in declared.fields]:
-            df = self.conform(name, df)
+        df = self.conform(name, df)
         # A frame the caller already cached (and conformed) is used as it is, not cached a second time.
         cache = df.storageLevel == StorageLevel.NONE
         new = df.persist(StorageLevel.MEMORY_AND_DISK) if cache else df
         try:
             both = content_signature(new).crossJoin(
                 content_signature(self.read(name)).toDF("old_rows", "old_h64", "old_h32")).first()
-            if (both["rows"], both["h64"], both["h32"]) == (both["old_rows"], both["old_h64"], both["old_h32"]):
+            if both[:3] == both[3:]:  # (rows, h64, h32) of the new frame and of the stored table
                 return CommitInfo(None, "OVERWRITE", metrics={"num_inserted": 0})
             return self._record(name, self.engine.overwrite(new, self.path(name)))
         finally:
