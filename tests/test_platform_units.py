@@ -317,6 +317,10 @@ def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
                         "table": "dim_product", "table_column": "product_id"}]}
     (ref,) = validate_table(store, "stg_transactions", ExpectationSuiteConfig.model_validate(refs))
     assert ref["check_status"] == "failed" and ref["unexpected_count"] == 1  # P9 is not a product
+    # A suite that reads no column (a row count alone) still counts every row.
+    (count,) = validate_table(store, "dim_product", ExpectationSuiteConfig.model_validate(
+        {"checks": [{"check": "n", "expect": "row_count", "min": 3, "max": 3}]}))
+    assert count["check_status"] == "passed" and count["observed_value"] == "3"
 
 
 def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tmp_path):
