@@ -305,6 +305,7 @@ def test_bad_config_reports_every_problem_with_file_and_key(conf: Path) -> None:
         (t, "tables.dim_customer.keys[1]"): "column 'customer_code' is not declared in columns",
         (t, "tables.dim_customer.pii.email"): "column 'email' is not declared in columns",
         (t, "tables.dim_customer.partition_by[0]"): "column 'signup_date' is not declared",
+        (t, "tables.dim_customer.partition_by"): "partitioning is not applied by the table engines yet",
         (t, "tables.dim_customer.columns"): "scd_type 2 needs a column 'valid_to'",
         (t, "tables.dim_customer.columns.is_current"): "must be boolean",
         (t, "tables.dim_customer.tracked"): "scd_type 2 needs the columns whose change creates a new version",

@@ -480,7 +480,10 @@ def test_optimize_compacts_small_files_without_changing_rows(engine, spark, tabl
     for i in range(1, 5):  # versions 1..4, one file each
         engine.append(frame(spark, [(i, f"v{i}")]), table)
     assert len(live_files(table)) == 4
-    info = engine.optimize(table)
+    assert sorted(engine.file_sizes(table)) == sorted(os.path.getsize(f) for f in live_files(table))
+    assert engine.optimize(table, min_files=5).version is None  # four small files: below the threshold
+    assert len(live_files(table)) == 4
+    info = engine.optimize(table, min_files=4)
     assert (info.version, info.operation, info.files_removed, info.files_added) == (5, "OPTIMIZE", 4, 1)
     assert len(live_files(table)) == 1
     actions = [a for a in commit_actions(table, 5) if "add" in a or "remove" in a]

@@ -25,7 +25,7 @@ def _dag_jobs(repo_root) -> dict[str, list[tuple[str, str]]]:
     out = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) \
-                and node.targets[0].id in ("STAGES", "ANALYSES"):
+                and node.targets[0].id in ("STAGES", "ANALYSES", "MAINTENANCE"):
             out[node.targets[0].id] = [tuple(t) for t in ast.literal_eval(node.value)]
     return out
 
@@ -64,6 +64,10 @@ def test_dag_and_cron_run_the_stages_then_every_analysis(repo_root):
     # every registered analysis is scheduled, each task runs the analysis it is named after
     assert [_stage_of(repo_root, job) for _, job in jobs["ANALYSES"]] == [task for task, _ in jobs["ANALYSES"]]
     assert {task for task, _ in jobs["ANALYSES"]} == set(ANALYSES)
+    # and the weekly table upkeep, in both
+    assert jobs["MAINTENANCE"] == [("maintain_tables", "jobs/maintain_tables.py")]
+    cron_text = (repo_root / CRON_FILE).read_text()
+    assert re.search(r"^\s+\.venv/bin/spark-submit .* jobs/maintain_tables\.py --env", cron_text, re.M)
 
 
 def test_every_scheduled_job_exists_and_accepts_help(repo_root):
@@ -75,7 +79,8 @@ def test_every_scheduled_job_exists_and_accepts_help(repo_root):
         proc = subprocess.run([sys.executable, file, *args, "--help"], cwd=repo_root, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, (job, proc.stderr[-2000:])
-        assert "usage: cpbi run" in proc.stdout and "--env" in proc.stdout, (job, proc.stdout[:500])
+        usage = "usage: cpbi maintain" if file.endswith("maintain_tables.py") else "usage: cpbi run"
+        assert usage in proc.stdout and "--env" in proc.stdout, (job, proc.stdout[:500])
 
 
 def test_cron_script_is_valid_bash(repo_root):
@@ -95,3 +100,4 @@ def test_dag_imports_in_airflow(repo_root):
     assert dag.get_task("silver_to_gold").upstream_task_ids == {"bronze_to_silver"}
     assert dag.get_task("cohorts").upstream_task_ids == {"silver_to_gold"}
     assert dag.get_task("drivers").upstream_task_ids == {"uplift"}
+    assert dag.get_task("maintain_tables").upstream_task_ids == {"report"}

@@ -7,6 +7,7 @@ Examples:
     cpbi run silver --full-refresh
     cpbi tables
     cpbi status --last 3
+    cpbi maintain --dry-run
     cpbi sql "SELECT channel, count(*) AS lines FROM fact_transactions GROUP BY channel" --role analyst
     cpbi run interventions
     cpbi report --out ./report
@@ -135,6 +136,20 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from cpbi_spark.lakehouse.maintenance import maintain_tables, upkeep_summary
+
+    ctx = _context(args)
+    m = ctx.config.maintenance
+    what = "dry run: nothing is changed" if args.dry_run else (
+        f"compact at {m.min_small_files}+ files under {m.target_file_mb // 2} MB"
+        + (f", vacuum files older than {m.retention_hours} h" if m.vacuum else ", no vacuum"))
+    print(f"cpbi maintain: env={ctx.config.env}, engine={ctx.lake.engine.name} ({what})")
+    outcomes = maintain_tables(ctx, args.table or None, dry_run=args.dry_run, progress=print)
+    print(upkeep_summary(outcomes, dry_run=args.dry_run))
+    return 1 if any(u.error for u in outcomes) else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from cpbi_spark.platform.status import format_status, run_status
 
@@ -245,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     t.set_defaults(func=cmd_tables)
 
+    mt = sub.add_parser("maintain", help="compact small files and vacuum unused ones (a scheduled job; "
+                                         "settings: maintenance in the conf)")
+    mt.add_argument("--table", action="append", default=[], help="only this table (repeatable); default: "
+                                                                 "every table of maintenance.layers")
+    mt.add_argument("--dry-run", action="store_true", help="report what would be compacted and deleted, change nothing")
+    _common(mt)
+    mt.set_defaults(func=cmd_maintain)
+
     st = sub.add_parser("status", help="the last runs: stages, rows, data quality, cost, incidents")
     st.add_argument("--last", type=_positive_int, default=5, help="how many runs (newest first)")
     _common(st)
@@ -288,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def submit(stage: str, argv: Sequence[str]) -> int:
+def submit(stage: str, argv: Sequence[str], command: str = "run") -> int:
     """Entry point of the ``jobs/*.py`` files run by ``spark-submit``: ``cpbi run <stage> ARGS``.
 
-    ``--stages a,b`` in ``argv`` replaces ``stage``. The job owns its Spark application, so the
+    ``--stages a,b`` in ``argv`` replaces ``stage``. Another ``command`` runs ``cpbi <command> ARGS``
+    (``jobs/maintain_tables.py``: ``maintain``; ``stage`` is then unused). The job owns its Spark application, so the
     session is stopped before the process exits: executors of a cluster are released cleanly
     instead of being killed by the JVM's shutdown hooks.
 
@@ -300,7 +324,7 @@ def submit(stage: str, argv: Sequence[str]) -> int:
         sys.exit(submit("bronze", sys.argv[1:]))
     """
     args = list(argv)
-    for at, arg in enumerate(args):
+    for at, arg in enumerate(args if command == "run" else []):
         if arg.startswith("--stages="):
             stage = arg.partition("=")[2]
             del args[at]
@@ -314,7 +338,7 @@ def submit(stage: str, argv: Sequence[str]) -> int:
             del args[at:at + 2]
             break
     try:
-        return main(["run", stage, *args])
+        return main(["run", stage, *args] if command == "run" else [command, *args])
     finally:
         from pyspark.sql import SparkSession
 

@@ -2,7 +2,8 @@
 # Plain cron alternative to the Airflow DAG: the daily cpbi run, one spark-submit per job.
 #   crontab -e
 #   0 3 * * *  /opt/cpbi/scripts/schedule/cpbi_daily.sh >> /var/log/cpbi/daily.log 2>&1
-# Settings from the environment: CPBI_MASTER (default local[2]), CPBI_ENV (default local).
+# Settings from the environment: CPBI_MASTER (default local[2]), CPBI_ENV (default local),
+# CPBI_MAINTAIN_WEEKDAY (the ISO day of the weekly table upkeep, default 7 = Sunday).
 # The stages stop at the first failure (set -e); rerunning the script is safe: every stage is idempotent.
 set -euo pipefail
 
@@ -22,4 +23,9 @@ for job in ingest_bronze bronze_to_silver silver_to_gold cohorts baskets "uplift
 done
 echo "$(date -u +%FT%TZ) cpbi_daily: report"
 .venv/bin/cpbi report --env "$ENV"
+# Once a week (CPBI_MAINTAIN_WEEKDAY, ISO day, default 7 = Sunday), under the same lock: table upkeep.
+if [ "$(date -u +%u)" = "${CPBI_MAINTAIN_WEEKDAY:-7}" ]; then
+    echo "$(date -u +%FT%TZ) cpbi_daily: maintain_tables"
+    .venv/bin/spark-submit --master "$MASTER" --conf spark.log.level=WARN jobs/maintain_tables.py --env "$ENV"
+fi
 echo "$(date -u +%FT%TZ) cpbi_daily: done"

@@ -1,8 +1,10 @@
 """Airflow DAG: the daily cpbi run as spark-submit jobs (copy into your Airflow ``dags/`` folder).
 
 Each task is one ``spark-submit`` of a file in ``jobs/`` (bronze -> silver -> gold -> the analyses in
-turn), then ``cpbi report`` writes the day's insight report; stages are idempotent, so a failed task can
-simply be cleared and rerun once its cause is fixed. Set these Airflow Variables (or edit the defaults):
+turn), then ``cpbi report`` writes the day's insight report, and once a week (Airflow Variable
+``cpbi_maintain_weekday``, ISO day, default 7 = Sunday) ``jobs/maintain_tables.py`` compacts and
+vacuums; stages are idempotent, so a failed task can simply be cleared and rerun once its cause is
+fixed. Set these Airflow Variables (or edit the defaults):
 ``cpbi_home`` (the repository checkout on the Airflow worker), ``cpbi_spark_submit``
 (the ``spark-submit`` to use), ``cpbi_master`` (``yarn``, ``spark://host:7077``, ``local[2]``, ...)
 and ``cpbi_env`` (the conf overlay, ``prod`` on a cluster). Cluster recipes (shipping the library
@@ -43,6 +45,10 @@ ANALYSES = [
 ]
 # last, the insight report of the day (one HTML file under <storage.outputs>/report)
 REPORT = "report"
+# and once a week, after the report: table upkeep (compaction, vacuum; `maintenance` in the conf). In this
+# DAG it never overlaps a pipeline job (max_active_runs=1); on other days the task does nothing.
+MAINTENANCE = [("maintain_tables", "jobs/maintain_tables.py")]
+MAINTAIN_ISO_WEEKDAY = int(Variable.get("cpbi_maintain_weekday", default_var=7))  # 7 = Sunday
 
 
 def spark_submit(job: str) -> str:
@@ -71,4 +77,9 @@ with DAG(
         task = BashOperator(task_id=task_id, bash_command=spark_submit(job))
         previous >> task
         previous = task
-    previous >> BashOperator(task_id=REPORT, bash_command=f"cd {HOME} && .venv/bin/cpbi report --env {ENV}")
+    report = BashOperator(task_id=REPORT, bash_command=f"cd {HOME} && .venv/bin/cpbi report --env {ENV}")
+    previous >> report
+    for task_id, job in MAINTENANCE:
+        weekly = (f'if [ "{{{{ logical_date.isoweekday() }}}}" != "{MAINTAIN_ISO_WEEKDAY}" ]; then '
+                  f'echo "not the maintenance day"; exit 0; fi; ')
+        report >> BashOperator(task_id=task_id, bash_command=weekly + spark_submit(job))

@@ -48,6 +48,9 @@ def check_table(name: str, table: TableConfig) -> list[Issue]:
         )
     for field in ("keys", "tracked", "partition_by"):
         issues += _list_issues((*where, field), getattr(table, field), declared, "columns", table.as_received)
+    if table.partition_by:  # refused rather than ignored: a user who sets it expects partitioned files
+        issues.append(((*where, "partition_by"), "partitioning is not applied by the table engines yet; remove "
+                                                 "it (tables are unpartitioned, see the README's 'Table upkeep')"))
     if not table.as_received:
         issues += [
             ((*where, "pii", column), f"column {column!r} is not declared in columns")

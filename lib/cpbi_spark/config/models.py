@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
@@ -92,6 +92,23 @@ class GoldConfig(_Model):
     """
 
     incremental: bool = False
+
+
+class MaintenanceConfig(_Model):
+    """Table upkeep by ``cpbi maintain`` (a scheduled job, apart from the pipeline).
+
+    Compaction rewrites a table's files smaller than half of ``target_file_mb`` into files of about
+    that size once it has at least ``min_small_files`` of them (each batch adds a few small files;
+    reads slow down with their number). Vacuum then deletes the files no version of the last
+    ``retention_hours`` uses: time travel, and gold's reading of silver changes, reach back that far
+    (older changes make gold recompute in full). ``layers`` limits both to tables of those layers.
+    """
+
+    target_file_mb: Annotated[int, Field(ge=1)] = 128
+    min_small_files: Annotated[int, Field(ge=2)] = 8
+    retention_hours: Annotated[int, Field(ge=0)] = 168
+    vacuum: bool = True
+    layers: list[Layer] = Field(default_factory=lambda: list(get_args(Layer)))
 
 
 Entity = Literal[
@@ -210,6 +227,7 @@ class CpbiConfig(_Model):
     spark: Annotated[dict[SparkKey, ConfValue], EmptyDictIfNone] = Field(default_factory=dict)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     gold: GoldConfig = Field(default_factory=GoldConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     sources: Annotated[dict[Name, SourceConfig], EmptyDictIfNone]
     tables: Annotated[dict[Name, TableConfig], EmptyDictIfNone]
     refdata: Annotated[dict[Name, list[dict[str, Any]]], EmptyDictIfNone] = Field(default_factory=dict)

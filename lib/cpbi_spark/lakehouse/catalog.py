@@ -278,5 +278,18 @@ class Lakehouse:
     def delete(self, name: str, predicate: str) -> CommitInfo:
         return self._record(name, self.engine.delete(self.path(name), predicate))
 
+    def file_sizes(self, name: str) -> list[int]:
+        """The size in bytes of each data file of the table's current version."""
+        return self.engine.file_sizes(self.path(name))
+
+    def optimize(self, name: str, *, target_file_mb: int = 128, min_files: int = 2) -> CommitInfo:
+        """Compact the table's small files (see :meth:`TableEngine.optimize`); no commit when too few."""
+        return self._record(name, self.engine.optimize(self.path(name), target_file_mb=target_file_mb,
+                                                       min_files=min_files))
+
+    def vacuum(self, name: str, *, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
+        """Delete the files no version of the last ``retention_hours`` uses; returns them (a dry run deletes none)."""
+        return self.engine.vacuum(self.path(name), retention_hours=retention_hours, dry_run=dry_run)
+
     def app_version(self, name: str, app_id: str) -> int | None:
         return self.engine.app_version(self.path(name), app_id)

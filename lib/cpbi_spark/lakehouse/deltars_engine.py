@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 import uuid
 from datetime import datetime, timezone
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cpbi_spark.errors import CommitConflict, TableError, TableNotFound
-from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine, compaction_plan
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
@@ -69,6 +68,13 @@ def _add_actions(dt: DeltaTable) -> list[dict]:
     import pyarrow as pa
 
     return pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+
+
+def _file_exists(uri: str) -> bool:
+    from pyarrow import fs as pafs
+
+    filesystem, where = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    return filesystem.get_file_info(where).type != pafs.FileType.NotFound
 
 
 def _now_ms() -> int:
@@ -182,7 +188,6 @@ class DeltaRsEngine(TableEngine):
         unchanged ones; the copies are also in the removed file it replaced and cancel out
         (``exceptAll`` both ways), which leaves exactly the changed row images.
         """
-        from pyarrow import fs as pafs
         from pyspark.sql import functions as F
 
         now = self._table(path)
@@ -199,10 +204,8 @@ class DeltaRsEngine(TableEngine):
         old_files = {_norm(u): u for u in old.file_uris()}
         added = [u for k, u in now_files.items() if k not in old_files]
         removed = [u for k, u in old_files.items() if k not in now_files]
-        for uri in removed:  # a vacuumed file: the old rows are gone, so the difference is unknown
-            filesystem, where = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
-            if filesystem.get_file_info(where).type == pafs.FileType.NotFound:
-                return None
+        if not all(_file_exists(uri) for uri in removed):  # vacuumed: the old rows are gone, the difference unknown
+            return None
         new_rows, old_rows = self._read_files(added, schema), self._read_files(removed, schema)
         return (new_rows.exceptAll(old_rows).withColumn(CHANGE_COLUMN, F.lit("insert"))
                 .unionByName(old_rows.exceptAll(new_rows).withColumn(CHANGE_COLUMN, F.lit("delete"))))
@@ -568,15 +571,18 @@ class DeltaRsEngine(TableEngine):
         return {c: F.expr(mapping[c]) if c in mapping else fallback(c) for c in cols}
 
     # ---------------------------------------------------------------- maintenance
-    def optimize(self, path: str, *, target_file_mb: int = 128) -> CommitInfo:
+    def file_sizes(self, path: str) -> list[int]:
+        return [int(a["size_bytes"]) for a in _add_actions(self._table(path))]
+
+    def optimize(self, path: str, *, target_file_mb: int = 128, min_files: int = 2) -> CommitInfo:
         dt = self._table(path)
-        small = [a for a in _add_actions(dt)
-                 if a["size_bytes"] < target_file_mb * 1024 * 1024 // 2]
-        if len(small) < 2:
+        files = _add_actions(dt)
+        chosen, n_files = compaction_plan([int(a["size_bytes"]) for a in files], target_file_mb, min_files)
+        if not chosen:
             return CommitInfo(None, "OPTIMIZE")
+        small = [files[i] for i in chosen]
         root = dt.table_uri.rstrip("/")
         uris = [f"{root}/{a['path']}" for a in small]
-        n_files = max(1, math.ceil(sum(a["size_bytes"] for a in small) / (target_file_mb * 1024 * 1024)))
         data = self._read_files(uris, self._spark_schema(dt)).coalesce(n_files)
         adds = self._write_files(data, path, data_change=False)
         from deltalake.transaction import RemoveAction
@@ -589,5 +595,13 @@ class DeltaRsEngine(TableEngine):
         dt = self._table(path)
         # full=True: the default ("lite") vacuum only deletes files a commit removed; the files of
         # a job killed before its commit are in no commit, and only a full listing finds them.
-        return list(dt.vacuum(retention_hours=retention_hours, dry_run=dry_run,
-                              enforce_retention_duration=False, full=True))
+        options = {"retention_hours": retention_hours, "enforce_retention_duration": False, "full": True}
+        root = dt.table_uri.rstrip("/")
+        # delta-rs lists a removed file again after deleting it (its remove action stays in the log), and
+        # records every run that deletes as two log commits: only files still on disk count, and with
+        # none the run is skipped, so a second vacuum makes no new version.
+        present = [f for f in dt.vacuum(dry_run=True, **options)
+                   if _file_exists(f if "://" in f or f.startswith("/") else f"{root}/{unquote(f)}")]
+        if present and not dry_run:
+            dt.vacuum(dry_run=False, **options)
+        return present

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpbi_spark.errors import CommitConflict, CpbiError, TableError, TableNotFound
 from cpbi_spark.lakehouse.deltars_engine import DeltaRsEngine, _spark_uri
-from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine
+from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine, compaction_plan
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
@@ -364,10 +364,22 @@ class DeltaSparkEngine(TableEngine):
         return info
 
     # ---------------------------------------------------------------- maintenance
-    def optimize(self, path: str, *, target_file_mb: int = 128) -> CommitInfo:
+    def file_sizes(self, path: str) -> list[int]:
+        # The live files as Delta lists them, sized through the Hadoop file system that holds them.
+        jvm, hadoop_conf = self.spark._jvm, self.spark._jsc.hadoopConfiguration()
+        sizes = []
+        for uri in self.read(path).inputFiles():
+            file = jvm.org.apache.hadoop.fs.Path(uri)
+            sizes.append(int(file.getFileSystem(hadoop_conf).getFileStatus(file).getLen()))
+        return sizes
+
+    def optimize(self, path: str, *, target_file_mb: int = 128, min_files: int = 2) -> CommitInfo:
         table = self._table(path)
         before = self.version(path)
         target = target_file_mb * 1024 * 1024
+        # Delta's OPTIMIZE has no minimum count of small files: the shared rule decides whether to run it.
+        if not compaction_plan(self.file_sizes(path), target_file_mb, min_files)[0]:
+            return CommitInfo(None, "OPTIMIZE")
         # Same rule as the delta-rs backend: files under half the target are compacted into
         # files of about the target size.
         settings = {"spark.databricks.delta.optimize.maxFileSize": str(target),

@@ -76,6 +76,25 @@ def records_frame(spark: SparkSession, rows: list[dict], schema: StructType) -> 
     return spark.createDataFrame(coerce_records(rows, schema), schema)
 
 
+def compaction_plan(sizes: list[int], target_file_mb: int, min_files: int = 2) -> tuple[list[int], int]:
+    """Which files a compaction rewrites and into how many: ``(their indexes in sizes, files they become)``.
+
+    Files under half the target are small; with at least ``min_files`` (and at least two) of them, they
+    are rewritten into files of about the target size. Else ``([], 0)``: nothing to do.
+
+    Example:
+        >>> compaction_plan([10, 20, 300 * 2**20], target_file_mb=128)
+        ([0, 1], 1)
+        >>> compaction_plan([10, 20], target_file_mb=128, min_files=8)
+        ([], 0)
+    """
+    target = target_file_mb * 1024 * 1024
+    small = [i for i, size in enumerate(sizes) if size < target // 2]
+    if len(small) < max(2, min_files):
+        return [], 0
+    return small, max(1, -(-sum(sizes[i] for i in small) // target))  # ceiling division
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """One entry of a table's commit log."""
@@ -201,8 +220,13 @@ class TableEngine(abc.ABC):
         """The last idempotent-write version recorded for ``app_id`` (None when never written)."""
 
     @abc.abstractmethod
-    def optimize(self, path: str, *, target_file_mb: int = 128) -> CommitInfo:
-        """Compact small files without changing the data (a ``dataChange=false`` commit)."""
+    def file_sizes(self, path: str) -> list[int]:
+        """The size in bytes of each data file of the current version."""
+
+    @abc.abstractmethod
+    def optimize(self, path: str, *, target_file_mb: int = 128, min_files: int = 2) -> CommitInfo:
+        """Compact files under half of ``target_file_mb`` into files of about that size, once there are
+        at least ``min_files`` of them, without changing the data (a ``dataChange=false`` commit)."""
 
     @abc.abstractmethod
     def vacuum(self, path: str, *, retention_hours: int = 168, dry_run: bool = False) -> list[str]:

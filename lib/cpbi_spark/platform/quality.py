@@ -1,7 +1,7 @@
 """Source C (quality): the conf's expectation suites, validated with Great Expectations on Spark frames.
 
 Each table's checks (``conf/base/expectations.yaml``) compile to one GE ``ExpectationSuite`` that is
-validated as a whole on the table's Spark DataFrame (cached once; GE computes the metrics of the suite
+validated as a whole on the table's checked columns (cached once; GE computes the metrics of the suite
 together), whenever a stage commits to the table. ``references`` compiles to an ``UnexpectedRowsExpectation``
 (anti-join against the referenced table), ``row_count`` with ``sql`` to ``ExpectTableRowCountToEqual``
 with the count the SQL returns at validation time (``{table}`` = a lakehouse table).
