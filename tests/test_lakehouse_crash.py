@@ -250,3 +250,32 @@ def test_stale_insert_only_merge_and_concurrent_append_keep_both(spark, tmp_path
     assert (seen["first_read_version"], seen["second"].version, info.version) == (1, 2, 3)
     assert_df_equality(a.read(table), frame(spark, [(1, "a"), (5, "by-a"), (5, "by-b")]), ignore_row_order=True)
     check_log(a, table)
+
+
+def test_stale_optimize_after_concurrent_delete_raises_commit_conflict(spark, tmp_path, monkeypatch):
+    table = str(tmp_path / "t")
+    a, b = DeltaRsEngine(spark), DeltaRsEngine(spark)
+    for row in [(1, "a"), (2, "b"), (3, "c")]:  # three small files
+        a.append(frame(spark, [row]), table)
+    seen = _second_writer_commits_first(monkeypatch, a, lambda: b.delete(table, "id = 1"))
+    with pytest.raises(CommitConflict, match="OPTIMIZE lost against a concurrent commit"):
+        a.optimize(table)
+    # The compacted file still holds id 1: committing it would bring the deleted row back.
+    assert (seen["first_read_version"], seen["second"].version) == (3, 4)
+    assert a.version(table) == 4
+    assert_df_equality(a.read(table), frame(spark, [(2, "b"), (3, "c")]), ignore_row_order=True)
+    check_log(a, table)
+
+
+def test_stale_optimize_and_concurrent_append_keep_every_row_once(spark, tmp_path, monkeypatch):
+    table = str(tmp_path / "t")
+    a, b = DeltaRsEngine(spark), DeltaRsEngine(spark)
+    for row in [(1, "a"), (2, "b")]:
+        a.append(frame(spark, [row]), table)
+    seen = _second_writer_commits_first(monkeypatch, a, lambda: b.append(frame(spark, [(3, "c")]), table))
+    info = a.optimize(table)
+    # The appended file is not among the compacted ones: the compaction commits on top of it.
+    assert (seen["first_read_version"], seen["second"].version, info.version) == (2, 3, 4)
+    assert info.files_removed == 2 and info.files_added == 1
+    assert_df_equality(a.read(table), frame(spark, [(1, "a"), (2, "b"), (3, "c")]), ignore_row_order=True)
+    check_log(a, table)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 
 from cpbi_spark import cli
+from cpbi_spark.lakehouse.deltars_engine import DeltaRsEngine
 from cpbi_spark.lakehouse.engine import compaction_plan
+from cpbi_spark.lakehouse.maintenance import maintain_tables
 from cpbi_spark.lakehouse.signature import content_signature
 from cpbi_spark.runtime import RunContext
-from delta_log_reader import commit_actions, live_files, live_row_count
+from delta_log_reader import commit_actions, data_files_on_disk, live_files, live_row_count
 
 MB = 1024 * 1024
 
@@ -81,3 +83,38 @@ def test_maintain_compacts_small_files_keeps_every_row_and_vacuums_the_old_files
 def test_maintain_names_an_unknown_table(tmp_path, capsys):
     assert cli.main(_argv(tmp_path, "--table", "fact_nothing")) == 2
     assert "unknown table(s) ['fact_nothing']" in capsys.readouterr().err
+
+
+def test_a_compaction_that_loses_against_a_concurrent_commit_is_reported_and_the_others_are_done(
+        spark, tmp_path, monkeypatch):
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(tmp_path / "lake"), "storage.landing": str(tmp_path / "landing"),
+        "storage.outputs": str(tmp_path / "out"), "platform.enabled": "false",
+        "maintenance.min_small_files": "2", "maintenance.retention_hours": "0"})
+    lake = ctx.lake
+    for i in range(3):
+        lake.append("ref_limits", lake.frame("ref_limits", [
+            {"limit_name": f"l{i}", "limit_value": float(i), "description": None}]).coalesce(1))
+        lake.append("ref_fee_schedule", lake.frame("ref_fee_schedule", [
+            {"payment_method": f"m{i}", "fee_pct": 0.01, "fee_fixed": 0.1, "settlement_lag_days": i}]).coalesce(1))
+    limits, fees = lake.path("ref_limits"), lake.path("ref_fee_schedule")
+    # Another writer deletes a row of ref_limits while its compaction is being written.
+    original = lake.engine._commit
+
+    def commit_after_a_delete(dt, actions, mode, operation, **kwargs):
+        if operation == "OPTIMIZE" and dt.table_uri.rstrip("/").endswith(limits.rstrip("/").rsplit("/", 1)[-1]):
+            DeltaRsEngine(spark).delete(limits, "limit_name = 'l0'")
+        return original(dt, actions, mode, operation, **kwargs)
+
+    monkeypatch.setattr(lake.engine, "_commit", commit_after_a_delete)
+    outcomes = {u.table: u for u in maintain_tables(ctx)}
+    assert "OPTIMIZE lost against a concurrent commit" in outcomes["ref_limits"].error
+    assert outcomes["ref_limits"].compacted == 0 and outcomes["ref_limits"].version is None
+    # ref_limits holds what the other writer committed: its delete, no compaction, no row back.
+    assert sorted(r["limit_name"] for r in lake.read_records("ref_limits")) == ["l1", "l2"]
+    assert len(live_files(limits)) == 2  # the delete dropped l0's one-row file; nothing was compacted
+    # The lost compaction's file was never committed; vacuum (retention 0) removed it with the rest.
+    assert data_files_on_disk(limits) == live_files(limits)
+    # The other table was compacted.
+    assert outcomes["ref_fee_schedule"].error is None and outcomes["ref_fee_schedule"].compacted == 3
+    assert len(live_files(fees)) == 1 and live_row_count(fees) == 3
