@@ -118,3 +118,23 @@ def test_a_compaction_that_loses_against_a_concurrent_commit_is_reported_and_the
     # The other table was compacted.
     assert outcomes["ref_fee_schedule"].error is None and outcomes["ref_fee_schedule"].compacted == 3
     assert len(live_files(fees)) == 1 and live_row_count(fees) == 3
+
+
+def test_maintain_is_recorded_in_the_platform_like_a_stage(spark, tmp_path, capsys):
+    root = tmp_path / "lake"
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(root), "storage.landing": str(tmp_path / "landing"),
+        "storage.outputs": str(tmp_path / "out"), "platform.enabled": "false"})
+    for i in range(3):
+        ctx.lake.append("ref_limits", ctx.lake.frame("ref_limits", [
+            {"limit_name": f"l{i}", "limit_value": float(i), "description": None}]).coalesce(1))
+    assert cli.main(["maintain", "--env", "ci", "--set", f"storage.root={root}",
+                     "--set", f"storage.landing={tmp_path / 'landing'}", "--set", f"storage.outputs={tmp_path / 'out'}",
+                     "--set", "maintenance.min_small_files=2"]) == 0
+    capsys.readouterr()
+    runs = [r for r in ctx.lake.read_records("fact_job_runs") if r["stage"] == "maintain"]
+    assert [(r["status"], r["service"]) for r in runs] == [("succeeded", "cpbi-maintain")]
+    commits = [c for c in ctx.lake.read_records("fact_table_commits") if c["stage"] == "maintain"]
+    assert [(c["table_name"], c["operation"], c["files_removed"], c["files_added"]) for c in commits] == [
+        ("ref_limits", "OPTIMIZE", 3, 1)]
+    assert commits[0]["version"] == ctx.lake.version("ref_limits") and commits[0]["run_id"] == runs[0]["run_id"]

@@ -137,7 +137,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    from cpbi_spark.lakehouse.maintenance import maintain_tables, upkeep_summary
+    from cpbi_spark.lakehouse.maintenance import maintain_tables, upkeep_result, upkeep_summary
 
     ctx = _context(args)
     m = ctx.config.maintenance
@@ -145,7 +145,18 @@ def cmd_maintain(args: argparse.Namespace) -> int:
         f"compact at {m.min_small_files}+ files under {m.target_file_mb // 2} MB"
         + (f", vacuum files older than {m.retention_hours} h" if m.vacuum else ", no vacuum"))
     print(f"cpbi maintain: env={ctx.config.env}, engine={ctx.lake.engine.name} ({what})")
-    outcomes = maintain_tables(ctx, args.table or None, dry_run=args.dry_run, progress=print)
+    if args.dry_run:  # changes nothing, so there is nothing to record either
+        outcomes = maintain_tables(ctx, args.table or None, dry_run=True, progress=print)
+    else:  # recorded like a stage: job run, commits, logs, cost, and the compacted tables' data quality
+        from cpbi_spark.pipeline import observed
+
+        outcomes = []
+
+        def work():
+            outcomes.extend(maintain_tables(ctx, args.table or None, progress=print))
+            return upkeep_result(outcomes)
+
+        observed(ctx, "maintain", work)
     print(upkeep_summary(outcomes, dry_run=args.dry_run))
     return 1 if any(u.error for u in outcomes) else 0
 

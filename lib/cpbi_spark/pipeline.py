@@ -86,25 +86,36 @@ def run_stages(ctx: RunContext, names: Sequence[str], progress: Callable[[str], 
         raise PipelineError(f"unknown stage(s) {unknown}; stages are {', '.join(order)}")
     results = []
     for name in [n for n in order if n in names]:
-        t0 = time.perf_counter()
         if progress:
             progress(f"[{name}] running ...")
-        for observer in ctx.observers:
-            observer.stage_started(ctx, name)
-        try:
-            result = _run_one(ctx, name)
-        except BaseException as exc:
-            for observer in ctx.observers:
-                observer.stage_failed(ctx, name, exc)
-            raise
-        result.counters["seconds"] = round(time.perf_counter() - t0, 2)
-        # Observers may veto promotion (a blocking data-quality check raises QualityError here).
-        for observer in ctx.observers:
-            observer.stage_finished(ctx, name, result)
+        result = observed(ctx, name, lambda name=name: _run_one(ctx, name))
         if progress:
             progress(f"[{name}] done in {result.counters['seconds']:.1f} s: {result.summary()}")
         results.append(result)
     return results
+
+
+def observed(ctx: RunContext, name: str, work: Callable[[], StageResult]) -> StageResult:
+    """Run ``work`` as the step ``name`` between the context's observers' hooks (the platform records:
+    job run, commits, lineage, data quality of the tables it committed, logs, cost).
+
+    Example:
+        >>> observed(ctx, "maintain", lambda: StageResult("maintain"))   # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    for observer in ctx.observers:
+        observer.stage_started(ctx, name)
+    try:
+        result = work()
+    except BaseException as exc:
+        for observer in ctx.observers:
+            observer.stage_failed(ctx, name, exc)
+        raise
+    result.counters["seconds"] = round(time.perf_counter() - t0, 2)
+    # Observers may veto promotion (a blocking data-quality check raises QualityError here).
+    for observer in ctx.observers:
+        observer.stage_finished(ctx, name, result)
+    return result
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from cpbi_spark.lakehouse.engine import compaction_plan
 
 if TYPE_CHECKING:
     from cpbi_spark.config.models import CpbiConfig
-    from cpbi_spark.runtime import RunContext
+    from cpbi_spark.runtime import RunContext, StageResult
 
 
 @dataclass(frozen=True)
@@ -118,3 +118,13 @@ def upkeep_summary(outcomes: Sequence[TableUpkeep], dry_run: bool = False) -> st
             f"{'to compact' if dry_run else 'compacted'} ({sum(u.compacted for u in outcomes)} files into "
             f"{sum(u.written for u in outcomes)}), {sum(u.vacuumed for u in outcomes)} unused file(s) "
             f"{'to delete' if dry_run else 'deleted'}, {sum(bool(u.error) for u in outcomes)} failed")
+
+
+def upkeep_result(outcomes: Sequence[TableUpkeep]) -> StageResult:
+    """The run as a stage result (``maintain``) for the platform records: no rows change, files do."""
+    from cpbi_spark.runtime import StageResult
+
+    return StageResult("maintain", counters={
+        "tables_compacted": sum(bool(u.compacted) for u in outcomes),
+        "files_compacted": sum(u.compacted for u in outcomes), "files_written": sum(u.written for u in outcomes),
+        "files_vacuumed": sum(u.vacuumed for u in outcomes), "tables_failed": sum(bool(u.error) for u in outcomes)})
