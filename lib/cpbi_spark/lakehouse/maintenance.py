@@ -42,7 +42,6 @@ class TableUpkeep:
     table: str
     layer: str
     files: int              # data files before
-    small_files: int        # of which under half the target size
     compacted: int          # files rewritten by compaction (0: below min_small_files)
     written: int            # files they became (in a dry run: the estimate)
     version: int | None     # the compaction's commit; None when none was made
@@ -79,7 +78,6 @@ def maintain_tables(ctx: RunContext, names: Sequence[str] | None = None, *, dry_
             continue
         layer = ctx.config.tables[name].layer
         sizes = lake.file_sizes(name)
-        small = sum(s < settings.target_file_mb * 1024 * 1024 // 2 for s in sizes)
         chosen, written = compaction_plan(sizes, settings.target_file_mb, settings.min_small_files)
         compacted = len(chosen)
         version, error = None, None
@@ -92,7 +90,7 @@ def maintain_tables(ctx: RunContext, names: Sequence[str] | None = None, *, dry_
                 compacted, written, error = 0, 0, str(exc)
         vacuumed = len(lake.vacuum(name, retention_hours=settings.retention_hours, dry_run=dry_run)) \
             if settings.vacuum else 0
-        upkeep = TableUpkeep(name, layer, len(sizes), small, compacted, written, version, vacuumed, error)
+        upkeep = TableUpkeep(name, layer, len(sizes), compacted, written, version, vacuumed, error)
         out.append(upkeep)
         if progress and (compacted or vacuumed or error):
             progress(_line(upkeep, dry_run))
