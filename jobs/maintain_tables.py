@@ -3,7 +3,7 @@ r"""spark-submit entrypoint: table upkeep, compaction of small files and vacuum 
 Run it on its own schedule (weekly, say), not while a pipeline job writes the same tables.
 Accepts the arguments of ``cpbi maintain``: ``--table NAME`` (repeatable), ``--dry-run``, ``--env``,
 ``--conf-dir``, ``--source MAPPING.yaml``, ``--set KEY=VALUE`` (e.g. ``--set maintenance.retention_hours=720``),
-``--help``. Exits 1 when a table could not be compacted (a concurrent commit); the others are still done.
+``--help``. Fails (exit code 2) when a table could not be compacted (a concurrent commit), after the others.
 
 Local mode, from the repository root after ``bash scripts/setup.sh``::
 

@@ -138,3 +138,33 @@ def test_maintain_is_recorded_in_the_platform_like_a_stage(spark, tmp_path, caps
     assert [(c["table_name"], c["operation"], c["files_removed"], c["files_added"]) for c in commits] == [
         ("ref_limits", "OPTIMIZE", 3, 1)]
     assert commits[0]["version"] == ctx.lake.version("ref_limits") and commits[0]["run_id"] == runs[0]["run_id"]
+
+
+def test_a_lost_compaction_fails_the_run_after_the_other_tables_and_is_recorded(spark, tmp_path, capsys,
+                                                                                 monkeypatch):
+    root = tmp_path / "lake"
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(root), "storage.landing": str(tmp_path / "landing"),
+        "storage.outputs": str(tmp_path / "out"), "platform.enabled": "false"})
+    for i in range(2):
+        ctx.lake.append("ref_limits", ctx.lake.frame("ref_limits", [
+            {"limit_name": f"l{i}", "limit_value": float(i), "description": None}]).coalesce(1))
+        ctx.lake.append("ref_fee_schedule", ctx.lake.frame("ref_fee_schedule", [
+            {"payment_method": f"m{i}", "fee_pct": 0.01, "fee_fixed": 0.1, "settlement_lag_days": i}]).coalesce(1))
+    limits = ctx.lake.path("ref_limits")
+    original = DeltaRsEngine._commit
+
+    def commit_after_a_delete(self, dt, actions, mode, operation, **kwargs):
+        if operation == "OPTIMIZE" and dt.table_uri.rstrip("/").endswith(limits.rstrip("/").rsplit("/", 1)[-1]):
+            DeltaRsEngine(spark).delete(limits, "limit_name = 'l0'")  # another writer, meanwhile
+        return original(self, dt, actions, mode, operation, **kwargs)
+
+    monkeypatch.setattr(DeltaRsEngine, "_commit", commit_after_a_delete)
+    assert cli.main(["maintain", "--env", "ci", "--set", f"storage.root={root}",
+                     "--set", f"storage.landing={tmp_path / 'landing'}", "--set", f"storage.outputs={tmp_path / 'out'}",
+                     "--set", "maintenance.min_small_files=2"]) == 2
+    err = capsys.readouterr().err
+    assert "1 table(s) not compacted" in err and "ref_limits" in err
+    assert len(live_files(ctx.lake.path("ref_fee_schedule"))) == 1  # the other table was compacted
+    runs = [r for r in ctx.lake.read_records("fact_job_runs") if r["stage"] == "maintain"]
+    assert [r["status"] for r in runs] == ["failed"] and "ref_limits" in runs[0]["message"]

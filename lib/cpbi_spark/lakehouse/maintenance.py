@@ -12,8 +12,8 @@ number of files and storage grows with the old ones, so a scheduled job (weekly,
 - vacuum then deletes the files that no version of the last ``retention_hours`` uses.
 
 Both leave the data as it is: a table that needs neither gets no new version, so a rerun does
-nothing. A table whose compaction loses against a concurrent writer is reported and left as it was;
-the others are still maintained.
+nothing. A table whose compaction loses against a concurrent writer is reported (``error``) and left
+as it was; the others are still maintained (``cpbi maintain`` then fails, naming it).
 
 Example:
     >>> outcomes = maintain_tables(ctx, dry_run=True)          # doctest: +SKIP
