@@ -302,6 +302,41 @@ def test_reconciliation_is_redone_only_when_a_table_it_reads_changed(world, spar
     assert consumed_versions(changed, RECONCILE)[0] != reconcile_reads(changed)  # an unbalanced run records nothing
 
 
+def test_table_upkeep_leaves_gold_nothing_to_recompute(world, spark, tmp_path):
+    """``cpbi maintain`` moves files (compaction, vacuum) but no row: gold and its reconciliation skip."""
+    import shutil
+
+    from cpbi_spark.gold.stage import INPUTS, consumed_versions, input_versions
+    from cpbi_spark.lakehouse.maintenance import maintain_tables
+
+    shutil.copytree(world["root"] / "lake", tmp_path / "lake")
+    root = {"storage.root": str(tmp_path / "lake"), "storage.landing": str(world["root"] / "landing"),
+            "storage.outputs": str(tmp_path / "outputs"), "platform.enabled": "false",
+            "maintenance.min_small_files": "2", "maintenance.retention_hours": "0"}
+    ctx = RunContext.create(env="ci", spark=spark, overrides=root)
+    before = input_versions(ctx)
+    assert consumed_versions(ctx)[0] == before  # the last run consumed them
+    upkept = [u.table for u in maintain_tables(ctx, INPUTS) if u.compacted]
+    assert upkept  # some gold input had small files to compact (and vacuum then deleted the old ones)
+    after = input_versions(ctx)
+    assert all(after[t] > before[t] for t in upkept)
+    assert all(ctx.lake.same_rows_between(t, before[t], after[t]) for t in INPUTS if before[t] >= 0)
+    outputs = {t: ctx.lake.version(t) for t in ("fact_transactions", "fact_basket_lines", "audit_recon")}
+
+    rerun_ctx = RunContext.create(env="ci", spark=spark, overrides=root)
+    rerun = run_stages(rerun_ctx, ["gold"])[0]
+    assert rerun.counters["mode"] == "unchanged"
+    assert set(rerun.counters["reconciliation"].values()) == {"balanced"}
+    assert not {"fact_basket_lines", "raw_transactions"} & set(rerun_ctx.lake.reads)  # nothing recounted
+    assert {t: rerun_ctx.lake.version(t) for t in outputs} == outputs
+    assert consumed_versions(rerun_ctx)[0] == after  # recorded: the next run compares with these directly
+    # A change of rows after the upkeep is a change again.
+    table = upkept[0]
+    rerun_ctx.lake.delete(table, "true")
+    assert not rerun_ctx.lake.same_rows_between(table, after[table], rerun_ctx.lake.version(table))
+    assert not rerun_ctx.lake.same_rows_between(table, before[table], rerun_ctx.lake.version(table))
+
+
 def test_gold_skips_only_when_inputs_and_settings_are_unchanged(world, spark):
     from cpbi_spark.gold.stage import _unchanged_since_last_run, consumed_versions, input_versions
 

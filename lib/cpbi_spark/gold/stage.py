@@ -7,8 +7,9 @@ of settings, an input whose changes cannot be read, or ``--full-refresh`` recomp
 from silver instead; each recomputed table is then rewritten in one commit only if its content
 differs (:meth:`Lakehouse.replace`). Either way a rerun on the same silver makes no new version,
 and a late SCD2 update re-points the facts of that customer or product.
-When no input changed since gold's last successful run and its settings are the same, nothing is
-recomputed (only the reconciliation runs again).
+When no input has new rows since gold's last successful run (the same versions, or only table upkeep
+since: ``cpbi maintain``) and its settings are the same, nothing is recomputed (only the
+reconciliation runs again, when a table it reads changed).
 The reconciliation (``audit_recon``) checks raw = accepted + quarantined + duplicate and that
 counts and amount checksums agree from silver to gold; an unbalanced check fails the stage
 after it is recorded.
@@ -175,7 +176,15 @@ def _unchanged_since_last_run(ctx: RunContext, versions: dict[str, int],
     if ctx.full_refresh:
         return False
     consumed, fingerprint = last
-    return consumed == versions and fingerprint == _fingerprint(ctx) and not _missing_outputs(ctx)
+    return fingerprint == _fingerprint(ctx) and _same_rows(ctx, consumed, versions) and not _missing_outputs(ctx)
+
+
+def _same_rows(ctx: RunContext, recorded: dict[str, int], current: dict[str, int]) -> bool:
+    """The tables hold the rows they held at the recorded versions: the same versions, or only table
+    upkeep since (``cpbi maintain``'s compaction and vacuum commits change no row)."""
+    return recorded.keys() == current.keys() and all(
+        v == recorded[t] or (v >= 0 and recorded[t] >= 0 and ctx.lake.same_rows_between(t, recorded[t], v))
+        for t, v in current.items())
 
 
 def _full_reason(ctx: RunContext, versions: dict[str, int],
@@ -213,8 +222,10 @@ def run_gold(ctx: RunContext) -> StageResult:
     if _unchanged_since_last_run(ctx, versions, last):
         result.counters["mode"] = "unchanged"
         ctx.log.info("gold: inputs and settings unchanged since its last run, nothing to recompute")
+        # Versions moved by table upkeep alone are recorded, so the next run compares with them directly.
+        moved = {STAGE: versions} if versions != last[0] else {}
         # Bronze counts and the batch log can change without any gold input changing.
-        _record_inputs(ctx, _reconcile(ctx, result))
+        _record_inputs(ctx, {**moved, **_reconcile(ctx, result)})
         return result
     sales = lake.read("stg_transactions")
     returns = lake.read_or_empty("stg_returns")
@@ -265,17 +276,19 @@ def reconcile_reads(ctx: RunContext) -> dict[str, int]:
 def _reconcile(ctx: RunContext, result: StageResult) -> dict[str, dict[str, int]]:
     """Record the reconciliation; an unbalanced check fails the stage.
 
-    When no table it reads has a new version since the last balanced reconciliation (same settings),
-    the outcome cannot differ: the recorded one is reported and nothing is recomputed. Returns what
-    the caller records once the stage succeeded: ``{RECONCILE: versions read}``, empty when skipped.
+    When no table it reads has new rows since the last balanced reconciliation (same versions, or only
+    table upkeep since; same settings), the outcome cannot differ: the recorded one is reported and
+    nothing is recomputed. Returns what the caller records once the stage succeeded:
+    ``{RECONCILE: versions read}``, empty when skipped at the recorded versions.
     """
     with _timed(result, "reconcile"):
         reads = reconcile_reads(ctx)
-        if (not ctx.full_refresh and ctx.lake.exists("audit_recon")
-                and consumed_versions(ctx, RECONCILE) == (reads, _fingerprint(ctx))):
+        recorded, fingerprint = consumed_versions(ctx, RECONCILE)
+        if (not ctx.full_refresh and ctx.lake.exists("audit_recon") and fingerprint == _fingerprint(ctx)
+                and _same_rows(ctx, recorded, reads)):
             result.counters["reconciliation"] = {r["check_name"]: r["status"]
                                                  for r in ctx.lake.read_records("audit_recon")}
-            return {}
+            return {RECONCILE: reads} if reads != recorded else {}  # versions moved by upkeep alone
         checks = reconcile(ctx)
     result.counters["reconciliation"] = {c["check_name"]: c["status"] for c in checks}
     bad = [c for c in checks if c["status"] == "unbalanced"]

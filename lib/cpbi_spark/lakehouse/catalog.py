@@ -53,6 +53,10 @@ def declared_schema(columns: dict[str, str]) -> StructType:
     return StructType([StructField(name, _sql_type(sql_type), True) for name, sql_type in columns.items()])
 
 
+# Commits that change no row: a compaction (files rewritten, dataChange=false) and vacuum's records.
+UPKEEP_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+
+
 class Lakehouse:
     """Named Delta tables of one configuration on one engine."""
 
@@ -277,6 +281,22 @@ class Lakehouse:
 
     def delete(self, name: str, predicate: str) -> CommitInfo:
         return self._record(name, self.engine.delete(self.path(name), predicate))
+
+    def same_rows_between(self, name: str, old: int, new: int) -> bool:
+        """True when versions ``old`` and ``new`` hold the same rows because every commit after ``old``
+        up to ``new`` only moved or deleted unused files (compaction, vacuum: ``cpbi maintain``).
+
+        Example:
+            >>> # versions 4, 5, 6: OPTIMIZE, VACUUM START, VACUUM END
+            >>> lake.same_rows_between("stg_transactions", 3, 6)  # doctest: +SKIP
+            True
+        """
+        if old == new:
+            return True
+        if not 0 <= old < new <= self.version(name):
+            return False
+        between = [h.operation for h in self.history(name) if old < h.version <= new]
+        return len(between) == new - old and all(op in UPKEEP_OPERATIONS for op in between)
 
     def file_sizes(self, name: str) -> list[int]:
         """The size in bytes of each data file of the table's current version."""
