@@ -476,6 +476,16 @@ def test_history_lists_operations_newest_first(engine, spark, table):
     assert_rows(engine.read(table), spark, [(2, "B"), (3, "C")])
 
 
+def test_append_tags_are_kept_in_the_commit(engine, spark, table):
+    engine.append(frame(spark, [(1, "a")]), table, tags={"files": '["f1", "f2"]'})
+    engine.append(frame(spark, [(2, "b")]), table, app_id="load", app_version=1, tags={"files": '["f3"]'})
+    engine.append(frame(spark, [(3, "c")]), table)
+    by_version = {h.version: h.parameters.get("cpbi.tag.files") for h in engine.history(table)}
+    assert by_version == {0: None, 1: '["f1", "f2"]', 2: '["f3"]', 3: None}
+    assert [h.app_id for h in engine.history(table)][:2] == [None, "load"]
+    check_log(engine, table)
+
+
 def test_optimize_compacts_small_files_without_changing_rows(engine, spark, table):
     for i in range(1, 5):  # versions 1..4, one file each
         engine.append(frame(spark, [(i, f"v{i}")]), table)

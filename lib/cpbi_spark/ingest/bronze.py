@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -70,9 +71,29 @@ def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, inge
                         F.concat_ws("-", F.lit(batch_id), F.monotonically_increasing_id().cast("string"))))
 
 
+# The commit tag under which a bronze append records the sha256 of the files it landed (a JSON list).
+LANDED_TAG = "landed_sha256"
+
+
 def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set[str]]:
-    """Per bronze table, the sha256 of every file already in it (bronze itself is the truth; one job)."""
-    return ctx.lake.distinct_values({t: t for t in bronze_tables}, "_source_sha256")
+    """Per bronze table, the sha256 of every file already in it (bronze itself is the truth).
+
+    Each landing commit records its files' checksums in its own metadata (:data:`LANDED_TAG`), so
+    they are read from the commit log without a Spark job. A table whose log cannot answer for all
+    of its rows (landed before the tag existed, written by other means, log cleaned up) is scanned
+    instead: all of those in one Spark job.
+    """
+    out: dict[str, set[str]] = {}
+    scan: dict[str, str] = {}
+    for table in dict.fromkeys(bronze_tables):
+        found = ctx.lake.tag_values(table, LANDED_TAG) if ctx.lake.exists(table) else set()
+        if found is None:
+            scan[table] = table
+        else:
+            out[table] = found
+    if scan:
+        out.update(ctx.lake.distinct_values(scan, "_source_sha256"))
+    return out
 
 
 def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]) -> tuple[int, list[dict]]:
@@ -105,7 +126,9 @@ def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]
     rows = 0
     if outcome.frame is not None and accepted:
         frame = with_lineage(outcome.frame, accepted, ctx.run_id, ctx.started_at)
-        ctx.lake.append(source.bronze_table, frame)
+        # The checksums commit with the rows: a file is never landed twice (see landed_checksums).
+        ctx.lake.append(source.bronze_table, frame,
+                        tags={LANDED_TAG: json.dumps(sorted({f.sha256 for f in accepted}))})
         counts = {r["_source_sha256"]: (r["n"], r["bad"]) for r in (
             ctx.lake.read(source.bronze_table).filter(F.col("_batch_id") == ctx.run_id)
             .groupBy("_source_sha256")

@@ -22,6 +22,8 @@ from cpbi_spark.errors import TableError, TableNotFound
 from cpbi_spark.lakehouse.select import make_engine
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
@@ -55,6 +57,8 @@ def declared_schema(columns: dict[str, str]) -> StructType:
 
 # Commits that change no row: a compaction (files rewritten, dataChange=false) and vacuum's records.
 UPKEEP_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
+# Commits that add no row: table creation (its name in the log of either backend) and table upkeep.
+_NO_NEW_ROWS = UPKEEP_OPERATIONS | {"CREATE TABLE", "CREATE"}
 
 
 class Lakehouse:
@@ -207,11 +211,12 @@ class Lakehouse:
         return info
 
     def append(self, name: str, df: DataFrame, *, app_id: str | None = None,
-               app_version: int | None = None) -> CommitInfo:
+               app_version: int | None = None, tags: Mapping[str, str] | None = None) -> CommitInfo:
+        """Append ``df`` (see :meth:`TableEngine.append`; ``tags`` go into the commit, see :meth:`tag_values`)."""
         if self.schema(name) is not None:
             self.ensure(name)
         return self._record(name, self.engine.append(self.conform(name, df), self.path(name),
-                                                     app_id=app_id, app_version=app_version))
+                                                     app_id=app_id, app_version=app_version, tags=tags))
 
     def overwrite(self, name: str, df: DataFrame, *, predicate: str | None = None) -> CommitInfo:
         if self.schema(name) is not None:
@@ -281,6 +286,36 @@ class Lakehouse:
 
     def delete(self, name: str, predicate: str) -> CommitInfo:
         return self._record(name, self.engine.delete(self.path(name), predicate))
+
+    def tag_values(self, name: str, tag: str) -> set[str] | None:
+        """The values every commit that added rows stored under ``tag`` (a JSON list, see :meth:`append`),
+        read from the commit log alone: no Spark job.
+
+        None when that cannot answer for the table's whole history: a commit other than the creation
+        and table upkeep carries no such tag (written another way, or before tags existed), or the log
+        no longer reaches version 0 (cleaned up). The caller then reads the rows themselves.
+
+        Example:
+            >>> lake.append("raw_orders", frame, tags={"files": json.dumps(["ab12..."])})  # doctest: +SKIP
+            >>> lake.tag_values("raw_orders", "files")                                      # doctest: +SKIP
+            {'ab12...'}
+        """
+        import json
+
+        from cpbi_spark.lakehouse.engine import TAG_PREFIX
+
+        history = self.history(name)
+        if sorted(h.version for h in history) != list(range(self.version(name) + 1)):
+            return None
+        values: set[str] = set()
+        for h in history:
+            raw = h.parameters.get(f"{TAG_PREFIX}{tag}")
+            if raw is None:
+                if h.operation in _NO_NEW_ROWS:
+                    continue
+                return None
+            values.update(json.loads(raw))
+        return values
 
     def same_rows_between(self, name: str, old: int, new: int) -> bool:
         """True when versions ``old`` and ``new`` hold the same rows because every commit after ``old``

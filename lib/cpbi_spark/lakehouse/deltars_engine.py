@@ -34,10 +34,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cpbi_spark.errors import CommitConflict, TableError, TableNotFound
-from cpbi_spark.lakehouse.engine import CHANGE_COLUMN, CommitInfo, HistoryEntry, TableEngine, compaction_plan
+from cpbi_spark.lakehouse.engine import (
+    CHANGE_COLUMN,
+    TAG_PREFIX,
+    CommitInfo,
+    HistoryEntry,
+    TableEngine,
+    compaction_plan,
+)
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from deltalake import DeltaTable
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import StructType
@@ -82,11 +91,12 @@ def _now_ms() -> int:
 
 
 def _commit_properties(operation: str, metrics: dict[str, int] | None, app_id: str | None,
-                       app_version: int | None):
-    """The commit's custom metadata (``cpbi.*``: operation, metrics, app id), retries and idempotency token."""
+                       app_version: int | None, tags: Mapping[str, str] | None = None):
+    """The commit's custom metadata (``cpbi.*``: operation, metrics, app id, tags), retries and idempotency token."""
     from deltalake.transaction import CommitProperties, Transaction
 
-    custom = {"cpbi.operation": operation, **{f"cpbi.{k}": v for k, v in (metrics or {}).items()}}
+    custom = {"cpbi.operation": operation, **{f"cpbi.{k}": v for k, v in (metrics or {}).items()},
+              **{f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}}
     txns = None
     if app_id is not None:
         custom["cpbi.app_id"] = app_id
@@ -269,11 +279,11 @@ class DeltaRsEngine(TableEngine):
 
     def _commit(self, dt: DeltaTable, actions: list, mode: str, operation: str, *,
                 metrics: dict[str, int] | None = None, app_id: str | None = None,
-                app_version: int | None = None) -> CommitInfo:
+                app_version: int | None = None, tags: Mapping[str, str] | None = None) -> CommitInfo:
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction
 
-        props = _commit_properties(operation, metrics, app_id, app_version)
+        props = _commit_properties(operation, metrics, app_id, app_version, tags)
         try:
             dt.create_write_transaction(actions, mode=mode, schema=dt.schema(), commit_properties=props)
         except CommitFailedError as exc:
@@ -286,7 +296,7 @@ class DeltaRsEngine(TableEngine):
         return self._ensure_schema(df.schema, path)
 
     def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
-               app_version: int | None = None) -> CommitInfo:
+               app_version: int | None = None, tags: Mapping[str, str] | None = None) -> CommitInfo:
         dt = self._ensure_table(df, path)
         done = dt.transaction_version(app_id) if app_id is not None else None
         if done is not None and done >= int(app_version or 0):
@@ -296,7 +306,7 @@ class DeltaRsEngine(TableEngine):
             return CommitInfo(None, "APPEND")
         rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
         return self._commit(dt, adds, "append", "APPEND", metrics={"num_inserted": rows},
-                            app_id=app_id, app_version=app_version)
+                            app_id=app_id, app_version=app_version, tags=tags)
 
     def append_records(self, rows: list[dict], schema: StructType, path: str, *, app_id: str | None = None,
                        app_version: int | None = None) -> CommitInfo:
@@ -543,12 +553,14 @@ class DeltaRsEngine(TableEngine):
             hit = F.coalesce(F.expr(c.condition), F.lit(False)) if c.condition else F.lit(True)
             choice = F.when(hit, F.lit(i)).otherwise(choice)
         rows = unmatched.withColumn(_ACTION, choice).filter(F.col(_ACTION) >= 0)
+        # Each clause's assignments are built once: building them per column cost a JVM call per column
+        # pair (seconds per MERGE into a wide table, on the driver).
+        assigns = [self._assign(c.values, cols, ta, sa, "insert") for c in clauses]
         out = []
         for field in schema.fields:
             col = F.lit(None)
-            for i, c in reversed(list(enumerate(clauses))):
-                col = F.when(F.col(_ACTION) == i, self._assign(c.values, cols, ta, sa, "insert")[field.name]
-                             ).otherwise(col)
+            for i in reversed(range(len(clauses))):
+                col = F.when(F.col(_ACTION) == i, assigns[i][field.name]).otherwise(col)
             out.append(col.cast(field.dataType).alias(field.name))
         # Written straight from the plan: one pass, no cached copy (the counts come from the files).
         adds = self._write_files(rows.select(*out), path)

@@ -38,10 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 from cpbi_spark.errors import CommitConflict, CpbiError, TableError, TableNotFound
 from cpbi_spark.lakehouse.deltars_engine import DeltaRsEngine, _spark_uri
-from cpbi_spark.lakehouse.engine import CommitInfo, HistoryEntry, TableEngine, compaction_plan
+from cpbi_spark.lakehouse.engine import TAG_PREFIX, CommitInfo, HistoryEntry, TableEngine, compaction_plan
 from cpbi_spark.lakehouse.merge_spec import MergeSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from delta.tables import DeltaTable
     from pyspark.sql import DataFrame, Row, SparkSession
     from pyspark.sql.types import StructType
@@ -281,7 +283,7 @@ class DeltaSparkEngine(TableEngine):
             DeltaRsEngine._check_schema(self.schema(path), df.schema, path)
 
     def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
-               app_version: int | None = None) -> CommitInfo:
+               app_version: int | None = None, tags: Mapping[str, str] | None = None) -> CommitInfo:
         if app_id is not None:
             done = self.app_version(path, app_id)
             if done is not None and done >= int(app_version or 0):
@@ -291,12 +293,14 @@ class DeltaSparkEngine(TableEngine):
         # and _commit_info then reports no version, as the delta-rs backend does.
         before = self.version(path)
         writer = df.write.format("delta").mode("append")
+        metadata = {f"{TAG_PREFIX}{k}": v for k, v in (tags or {}).items()}
         if app_id is not None:
             # Delta records (txnAppId, txnVersion) in the same commit and skips a version it has
             # already seen, so two racing reruns still write the batch once.
-            writer = (writer.option("txnAppId", app_id).option("txnVersion", int(app_version or 0))
-                      .option("userMetadata", json.dumps({"cpbi.app_id": app_id,
-                                                          "cpbi.app_version": int(app_version or 0)})))
+            writer = writer.option("txnAppId", app_id).option("txnVersion", int(app_version or 0))
+            metadata.update({"cpbi.app_id": app_id, "cpbi.app_version": int(app_version or 0)})
+        if metadata:
+            writer = writer.option("userMetadata", json.dumps(metadata))
         with _delta_errors(path, "APPEND"):
             writer.save(_spark_uri(path))
         return self._commit_info(path, before, "APPEND")

@@ -20,6 +20,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 
 CHANGE_COLUMN = "_change"  # what :meth:`TableEngine.changes` adds: 'insert' or 'delete'
+TAG_PREFIX = "cpbi.tag."  # a commit's tags (see :meth:`TableEngine.append`) in its history parameters
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,13 @@ class TableEngine(abc.ABC):
 
     @abc.abstractmethod
     def append(self, df: DataFrame, path: str, *, app_id: str | None = None,
-               app_version: int | None = None) -> CommitInfo:
+               app_version: int | None = None, tags: Mapping[str, str] | None = None) -> CommitInfo:
         """Append rows; creates the table when missing.
 
         With ``app_id``/``app_version`` the commit is idempotent: when the table already
         recorded that version (or a later one) for that application, nothing is written.
+        ``tags`` are stored in the same commit's metadata (history parameters ``cpbi.tag.<key>``),
+        so what they say about the rows commits atomically with them.
         """
 
     @abc.abstractmethod

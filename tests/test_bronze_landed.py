@@ -1,0 +1,103 @@
+"""Bronze remembers which files it landed: each landing commit carries their sha256, read back from the log.
+
+The expected checksums are computed here from the landing files' bytes (hashlib), and the commit
+metadata is read with the test-only Delta-log reader, not through the engine that wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+from cpbi_spark.ingest.bronze import LANDED_TAG, landed_checksums, run_bronze
+from cpbi_spark.lakehouse.engine import TAG_PREFIX
+from cpbi_spark.runtime import RunContext
+from delta_log_reader import commit_actions
+from landing_fixture import write_landing
+
+
+def _ctx(spark, root: Path) -> RunContext:
+    return RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
+        "storage.outputs": str(root / "outputs"), "platform.enabled": "false"})
+
+
+def _sha(folder: Path) -> set[str]:
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def _spark_jobs_during(spark, work):
+    """``work()``'s result and the ids of the Spark jobs it started."""
+    sc = spark.sparkContext
+    group = f"cpbi-test-{uuid.uuid4().hex}"
+    sc.setJobGroup(group, "jobs of one call")
+    try:
+        out = work()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return out, list(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def _bronze(ctx: RunContext) -> list[str]:
+    return sorted({s.bronze_table for s in ctx.config.sources.values()})
+
+
+def test_landed_checksums_are_read_from_the_commit_log_without_a_spark_job(spark, tmp_path):
+    landing = write_landing(tmp_path / "landing")
+    ctx = _ctx(spark, tmp_path)
+    run_bronze(ctx)
+    tables = _bronze(ctx)
+    found, jobs = _spark_jobs_during(spark, lambda: landed_checksums(ctx, tables))
+    assert jobs == []
+    assert found["raw_transactions"] == _sha(landing / "transactions")
+    assert found["raw_customers"] == _sha(landing / "customers")
+    # What a scan of the rows gives (the answer before the tag existed).
+    for table in tables:
+        scanned = {r[0] for r in ctx.lake.read(table).select("_source_sha256").distinct().collect()}
+        assert found[table] == scanned, table
+    # The tag is in the landing commit itself, as any Delta reader sees it.
+    info = next(a["commitInfo"] for a in commit_actions(ctx.lake.path("raw_transactions"), 1) if "commitInfo" in a)
+    assert json.loads(info[f"{TAG_PREFIX}{LANDED_TAG}"]) == sorted(_sha(landing / "transactions"))
+
+    # A later batch adds its files; a compaction changes no answer; a rerun lands nothing again.
+    write_landing(landing, batch=2)
+    assert run_bronze(ctx).tables == {"raw_customers": 3}
+    assert ctx.lake.optimize("raw_customers", min_files=2).operation == "OPTIMIZE"
+    assert ctx.lake.tag_values("raw_customers", LANDED_TAG) == _sha(landing / "customers")
+    versions = {t: ctx.lake.version(t) for t in tables}
+    again = run_bronze(_ctx(spark, tmp_path))
+    assert again.tables == {} and again.counters["files_landed"] == 0
+    assert {t: ctx.lake.version(t) for t in tables} == versions
+
+
+def test_a_table_the_log_cannot_answer_for_is_scanned(spark, tmp_path):
+    write_landing(tmp_path / "landing")
+    ctx = _ctx(spark, tmp_path)
+    run_bronze(ctx)
+    stores = ctx.lake.read("raw_stores")
+    expected = {r[0] for r in stores.select("_source_sha256").distinct().collect()} | {"f" * 64}
+    # Rows appended without the tag (a lake landed before tags existed, or written by other means).
+    untagged = stores.limit(1).drop("_source_sha256").selectExpr("*", "repeat('f', 64) AS _source_sha256")
+    ctx.lake.append("raw_stores", untagged)
+    assert ctx.lake.tag_values("raw_stores", LANDED_TAG) is None
+    found, jobs = _spark_jobs_during(spark, lambda: landed_checksums(ctx, ["raw_stores", "raw_customers"]))
+    assert found["raw_stores"] == expected
+    assert jobs  # the scan ran
+    assert found["raw_customers"] == ctx.lake.tag_values("raw_customers", LANDED_TAG)
+
+
+def test_a_log_that_no_longer_reaches_version_0_cannot_answer(spark, tmp_path):
+    from deltalake import DeltaTable
+
+    write_landing(tmp_path / "landing")
+    ctx = _ctx(spark, tmp_path)
+    run_bronze(ctx)
+    path = ctx.lake.path("raw_transactions")
+    DeltaTable(path).create_checkpoint()
+    (Path(path) / "_delta_log" / f"{0:020d}.json").unlink()  # log clean-up after the checkpoint
+    assert ctx.lake.tag_values("raw_transactions", LANDED_TAG) is None
+    # The rows still answer: nothing is landed twice.
+    found = landed_checksums(ctx, ["raw_transactions"])["raw_transactions"]
+    assert found == _sha(tmp_path / "landing" / "transactions")
