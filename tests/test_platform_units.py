@@ -281,6 +281,21 @@ def test_spark_meter_reads_the_status_store_without_the_ui(spark, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ GE
+def test_ge_context_built_in_the_background_is_built_once_and_used(monkeypatch, spark, tmp_path):
+    from cpbi_spark.platform import quality
+
+    monkeypatch.setattr(quality, "_GX", {})  # as in a new process (the earlier one is restored after)
+    builds = []
+    real_build = quality._build_context
+    monkeypatch.setattr(quality, "_build_context", lambda: (builds.append(1), real_build()))
+    thread = quality.warm_up()
+    assert thread is not None
+    gx = quality._context()  # the first validation: waits for the background build, or builds first
+    thread.join()
+    assert len(builds) == 1 and gx["context"] is quality._context()["context"]
+    assert quality.warm_up() is None  # built: nothing more to start
+
+
 def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
     from cpbi_spark.config.platform import ExpectationSuiteConfig
     from cpbi_spark.platform.quality import validate_table

@@ -109,6 +109,10 @@ class PlatformObserver(StageObserver):
             self.store = PlatformStore(ctx)
             self.meter = SparkMeter(ctx.spark)
             self.router = router(ctx.config.platform.log_level)
+            if ctx.config.expectations:
+                from cpbi_spark.platform.quality import warm_up
+
+                warm_up()  # ready by the time the first stage's tables are validated
         self.attempts[stage] += 1
         self.current = _Attempt(stage, self.attempts[stage], _now(), time.perf_counter(), self.meter.mark(),
                                 len(ctx.lake.commits), len(ctx.lake.reads))

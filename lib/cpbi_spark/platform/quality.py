@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from cpbi_spark.platform.store import PlatformStore
 
 _GX: dict[str, Any] = {}
+_GX_LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
 # (table path, version, suite fingerprint) -> results: an unchanged table is not validated twice per process.
 _RESULTS: dict[tuple[str, int, str], list[dict]] = {}
 
@@ -94,19 +97,46 @@ def suite_fingerprint(name: str, suite: ExpectationSuiteConfig) -> str:
     return hashlib.sha256(json.dumps([name, suite.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:16]
 
 
+def warm_up() -> threading.Thread | None:
+    """Build the GE context (:func:`_context`) in a background thread; None when it is built already.
+
+    Importing Great Expectations and creating its context costs several seconds of driver time. Started
+    when a stage starts, that work overlaps the stage's Spark jobs (the driver mostly waits for the JVM
+    then), instead of delaying the stage's first validation. A failure here is left to the first
+    validation, which builds the context again and reports it.
+    """
+    if _GX:
+        return None
+
+    def build() -> None:
+        try:
+            _context()
+        except Exception:  # reported by the validation that needs the context
+            _log.debug("building the Great Expectations context in the background failed", exc_info=True)
+
+    thread = threading.Thread(target=build, name="cpbi-gx-warm-up")
+    thread.start()
+    return thread
+
+
 def _context():
     """One ephemeral GE context per process, with a Spark data source and a whole-frame batch definition."""
-    if not _GX:
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = context.data_sources.add_spark("cpbi")
-        asset = source.add_dataframe_asset("table")
-        _GX.update(gx=gx, context=context, batch=asset.add_batch_definition_whole_dataframe("whole"))
+    with _GX_LOCK:  # one build, also when warm_up's thread is still building it
+        if not _GX:
+            _build_context()
     return _GX
+
+
+def _build_context() -> None:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_spark("cpbi")
+    asset = source.add_dataframe_asset("table")
+    _GX.update(gx=gx, context=context, batch=asset.add_batch_definition_whole_dataframe("whole"))
 
 
 def _expectation(gx: Any, spec: CheckSpec):
