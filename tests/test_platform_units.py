@@ -281,7 +281,7 @@ def test_spark_meter_reads_the_status_store_without_the_ui(spark, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ GE
-def test_ge_context_built_in_the_background_is_built_once_and_used(monkeypatch, spark, tmp_path):
+def test_ge_context_built_in_the_background_is_built_once_and_used(monkeypatch, spark):
     from cpbi_spark.platform import quality
 
     monkeypatch.setattr(quality, "_GX", {})  # as in a new process (the earlier one is restored after)

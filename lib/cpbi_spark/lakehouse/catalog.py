@@ -304,8 +304,8 @@ class Lakehouse:
 
         from cpbi_spark.lakehouse.engine import TAG_PREFIX
 
-        history = self.history(name)
-        if sorted(h.version for h in history) != list(range(self.version(name) + 1)):
+        history = self.history(name)  # of the current version: its newest entry is that version
+        if sorted(h.version for h in history) != list(range(len(history))):
             return None
         values: set[str] = set()
         for h in history:
