@@ -183,6 +183,21 @@ def metric_text(driver, label: str) -> str:
     raise AssertionError(f"no metric labelled {label!r} on the page")
 
 
+def wait_for_metric(driver, label: str, timeout: float = 120) -> str:
+    """The value of the metric ``label`` once the page shows it (an idle script with the page heading can
+    still be before the run that draws the metrics, on a slow machine)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d):
+        try:
+            return metric_text(d, label)
+        except AssertionError:
+            return False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+        shown, message=f"no metric labelled {label!r} on the page after {timeout} s")
+
+
 def exceptions_shown(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -216,7 +231,7 @@ def test_channel_filter_changes_net_revenue_to_the_independent_value(server, bro
     from selenium.webdriver.support.ui import WebDriverWait
 
     open_page(browser, server.url + "/", PAGES["overview"])
-    before = metric_text(browser, "Net revenue")
+    before = wait_for_metric(browser, "Net revenue")
     assert abs(shown_amount(before) - net_revenue(lines)) < 1, (before, net_revenue(lines))
 
     channel = sorted(lines["channel"].dropna().unique())[0]
