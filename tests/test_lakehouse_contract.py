@@ -453,6 +453,15 @@ def test_changes_since_a_version_are_exactly_the_changed_row_images(engine, spar
     assert engine.changes(table, 99) is None  # a version the table never had: the caller recomputes
 
 
+def test_changes_after_appends_only_are_the_appended_rows(engine, spark, table):
+    seed(engine, spark, table, [(1, "a"), (2, "b")])                                   # version 1
+    engine.append(frame(spark, [(3, "c"), (1, "a")]), table)                           # 2: (1, a) a second time
+    engine.append(frame(spark, [(4, "d")]), table)                                     # 3
+    got = [(r["id"], r["v"], r["_change"]) for r in engine.changes(table, 1).collect()]
+    assert sorted(got) == [(1, "a", "insert"), (3, "c", "insert"), (4, "d", "insert")]  # the copy is a new row
+    assert _changes(engine, table, 3) == set()
+
+
 def test_changes_are_unknown_once_the_old_files_are_vacuumed(spark, table):
     engine = DeltaRsEngine(spark)
     seed(engine, spark, table, [(1, "a")])

@@ -326,7 +326,7 @@ def _silver_changes(ctx: RunContext, versions: dict[str, int], consumed: dict[st
         if ch is None:
             return None, f"the changes of {t} since version {consumed[t]} cannot be read (e.g. vacuumed)"
         frames[t] = _freeze(ch)
-    if frames["ref_fee_schedule"].limit(1).count():
+    if versions["ref_fee_schedule"] != consumed["ref_fee_schedule"] and frames["ref_fee_schedule"].limit(1).count():
         # Fees enter every settlement: recompute all of gold (a rare change of a small reference table).
         return None, "the fee schedule changed"
     if versions["ref_exchange_rates"] != consumed["ref_exchange_rates"]:
