@@ -1,4 +1,5 @@
-"""Bronze remembers which files it landed: each landing commit carries their sha256, read back from the log.
+"""Bronze remembers which files and batches it landed: each landing commit carries its files' sha256 and its
+batch id, read back from the log (silver's pending batches come from the batch ids).
 
 The expected checksums are computed here from the landing files' bytes (hashlib), and the commit
 metadata is read with the test-only Delta-log reader, not through the engine that wrote it.
@@ -11,9 +12,10 @@ import json
 import uuid
 from pathlib import Path
 
-from cpbi_spark.ingest.bronze import LANDED_TAG, landed_checksums, run_bronze
+from cpbi_spark.ingest.bronze import BATCH_TAG, LANDED_TAG, landed_checksums, run_bronze
 from cpbi_spark.lakehouse.engine import TAG_PREFIX
 from cpbi_spark.runtime import RunContext
+from cpbi_spark.silver.stage import pending_batches, run_silver
 from delta_log_reader import commit_actions
 from landing_fixture import write_landing
 
@@ -101,3 +103,34 @@ def test_a_log_that_no_longer_reaches_version_0_cannot_answer(spark, tmp_path):
     # The rows still answer: nothing is landed twice.
     found = landed_checksums(ctx, ["raw_transactions"])["raw_transactions"]
     assert found == _sha(tmp_path / "landing" / "transactions")
+
+
+def _scanned_batches(ctx: RunContext, table: str) -> set[str]:
+    return {r[0] for r in ctx.lake.read(table).select("_batch_id").distinct().collect()}
+
+
+def test_pending_batches_come_from_the_commit_log_and_a_delete_falls_back_to_the_rows(spark, tmp_path):
+    landing = write_landing(tmp_path / "landing")
+    first = _ctx(spark, tmp_path)
+    run_bronze(first)
+    run_silver(first)
+    write_landing(landing, batch=2)
+    second = _ctx(spark, tmp_path)
+    run_bronze(second)
+    names = sorted(second.config.sources)
+    table = {n: second.config.sources[n].bronze_table for n in names}
+    pending, jobs = _spark_jobs_during(spark, lambda: pending_batches(second, names))
+    assert jobs == []
+    # Only batch 2 is new, and only where it landed rows (customers); the rows say the same.
+    assert pending["customers"] == [second.run_id]
+    assert all(pending[n] == [] for n in names if n != "customers")
+    assert _scanned_batches(second, table["customers"]) == {first.run_id, second.run_id}
+    info = next(a["commitInfo"] for a in commit_actions(second.lake.path(table["customers"]),
+                                                        second.lake.version(table["customers"])) if "commitInfo" in a)
+    assert json.loads(info[f"{TAG_PREFIX}{BATCH_TAG}"]) == [second.run_id]
+
+    # Batch 2's rows deleted (an erasure): the log no longer answers alone, the rows do.
+    second.lake.delete(table["customers"], f"_batch_id = '{second.run_id}'")
+    assert second.lake.tag_values(table["customers"], BATCH_TAG) is None
+    pending, jobs = _spark_jobs_during(spark, lambda: pending_batches(second, names))
+    assert jobs and pending["customers"] == []

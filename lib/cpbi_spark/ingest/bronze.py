@@ -73,6 +73,9 @@ def with_lineage(frame: DataFrame, files: list[LandingFile], batch_id: str, inge
 
 # The commit tag under which a bronze append records the sha256 of the files it landed (a JSON list).
 LANDED_TAG = "landed_sha256"
+# Each landing commit also records its batch id (the run id every row of it carries in ``_batch_id``), so
+# silver finds the batches it has not processed from the commit log (see silver.stage.pending_batches).
+BATCH_TAG = "batch_id"
 
 
 def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set[str]]:
@@ -81,19 +84,9 @@ def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set
     Each landing commit records its files' checksums in its own metadata (:data:`LANDED_TAG`), so
     they are read from the commit log without a Spark job. A table whose log cannot answer for all
     of its rows (landed before the tag existed, written by other means, log cleaned up) is scanned
-    instead: all of those in one Spark job.
+    instead: all of those in one Spark job (:meth:`Lakehouse.logged_values`).
     """
-    out: dict[str, set[str]] = {}
-    scan: dict[str, str] = {}
-    for table in dict.fromkeys(bronze_tables):
-        found = ctx.lake.tag_values(table, LANDED_TAG) if ctx.lake.exists(table) else set()
-        if found is None:
-            scan[table] = table
-        else:
-            out[table] = found
-    if scan:
-        out.update(ctx.lake.distinct_values(scan, "_source_sha256"))
-    return out
+    return ctx.lake.logged_values({t: t for t in bronze_tables}, "_source_sha256", LANDED_TAG)
 
 
 def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]) -> tuple[int, list[dict]]:
@@ -128,7 +121,8 @@ def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]
         frame = with_lineage(outcome.frame, accepted, ctx.run_id, ctx.started_at)
         # The checksums commit with the rows: a file is never landed twice (see landed_checksums).
         ctx.lake.append(source.bronze_table, frame,
-                        tags={LANDED_TAG: json.dumps(sorted({f.sha256 for f in accepted}))})
+                        tags={LANDED_TAG: json.dumps(sorted({f.sha256 for f in accepted})),
+                              BATCH_TAG: json.dumps([ctx.run_id])})
         counts = {r["_source_sha256"]: (r["n"], r["bad"]) for r in (
             ctx.lake.read(source.bronze_table).filter(F.col("_batch_id") == ctx.run_id)
             .groupBy("_source_sha256")

@@ -317,6 +317,28 @@ class Lakehouse:
             values.update(json.loads(raw))
         return values
 
+    def logged_values(self, tables: dict[str, str], column: str, tag: str) -> dict[str, set]:
+        """Per key, the distinct values of ``column`` in the table it names, from the commit log when it can
+        answer (:meth:`tag_values`: each commit that added rows stored them under ``tag``), else read from
+        the rows: every such table in one Spark job (:meth:`distinct_values`). Empty for a table not
+        written yet.
+
+        Example:
+            >>> lake.logged_values({"transactions": "raw_transactions"}, "_batch_id", "batch_id")  # doctest: +SKIP
+            {'transactions': {'20261126T091253-47701089'}}
+        """
+        out: dict[str, set] = {}
+        scan: dict[str, str] = {}
+        for key, table in tables.items():
+            found = self.tag_values(table, tag) if self.exists(table) else set()
+            if found is None:
+                scan[key] = table
+            else:
+                out[key] = found
+        if scan:
+            out.update(self.distinct_values(scan, column))
+        return out
+
     def same_rows_between(self, name: str, old: int, new: int) -> bool:
         """True when versions ``old`` and ``new`` hold the same rows because every commit after ``old``
         up to ``new`` only moved or deleted unused files (compaction, vacuum: ``cpbi maintain``).

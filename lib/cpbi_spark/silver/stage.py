@@ -15,6 +15,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from cpbi_spark.ingest.bronze import BATCH_TAG
 from cpbi_spark.ingest.readers import CORRUPT, EXTRA
 from cpbi_spark.lakehouse.merge_spec import MergeSpec, NotMatchedBySourceClause
 from cpbi_spark.runtime import StageResult
@@ -531,14 +532,15 @@ def sync_refdata(ctx: RunContext, result: StageResult) -> None:
 def pending_batches(ctx: RunContext, names: list[str]) -> dict[str, list[str]]:
     """Per source, the bronze batches silver has not processed yet (all of them on ``--full-refresh``).
 
-    One Spark job over every bronze table (see :meth:`Lakehouse.distinct_values`); the batch log is a
-    small table read without Spark.
+    Bronze's batch ids come from its commit log (each landing commit records its batch, see
+    :data:`cpbi_spark.ingest.bronze.BATCH_TAG`), else from one Spark job over the tables whose log
+    cannot answer (:meth:`Lakehouse.logged_values`); the batch log is a small table read without Spark.
     """
     lake = ctx.lake
     done: set[tuple[str, str]] = set()
     if not ctx.full_refresh and lake.exists("ctl_batch_log"):
         done = {(r["source"], r["batch_id"]) for r in lake.read_records("ctl_batch_log") if r["stage"] == STAGE}
-    landed = lake.distinct_values({n: ctx.config.sources[n].bronze_table for n in names}, "_batch_id")
+    landed = lake.logged_values({n: ctx.config.sources[n].bronze_table for n in names}, "_batch_id", BATCH_TAG)
     return {n: [b for b in landed[n] if (n, b) not in done] for n in names}
 
 
