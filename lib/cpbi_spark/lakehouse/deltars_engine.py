@@ -216,9 +216,10 @@ class DeltaRsEngine(TableEngine):
         removed = [u for k, u in old_files.items() if k not in now_files]
         if not all(_file_exists(uri) for uri in removed):  # vacuumed: the old rows are gone, the difference unknown
             return None
-        new_rows, old_rows = self._read_files(added, schema), self._read_files(removed, schema)
+        new_rows = self._read_files(added, schema)
         if not removed:  # appends only (a daily batch): every added row is an insert, no shuffle needed
             return new_rows.withColumn(CHANGE_COLUMN, F.lit("insert"))
+        old_rows = self._read_files(removed, schema)
         return (new_rows.exceptAll(old_rows).withColumn(CHANGE_COLUMN, F.lit("insert"))
                 .unionByName(old_rows.exceptAll(new_rows).withColumn(CHANGE_COLUMN, F.lit("delete"))))
 
