@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -460,6 +461,44 @@ def test_changes_after_appends_only_are_the_appended_rows(engine, spark, table):
     got = [(r["id"], r["v"], r["_change"]) for r in engine.changes(table, 1).collect()]
     assert sorted(got) == [(1, "a", "insert"), (3, "c", "insert"), (4, "d", "insert")]  # the copy is a new row
     assert _changes(engine, table, 3) == set()
+
+
+def test_appended_since_is_the_added_rows_while_the_old_rows_stay(spark, table):
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(1, "a"), (2, "b")])                                   # version 1
+    first_id = engine.table_id(table)
+    engine.append(frame(spark, [(3, "c"), (1, "a")]), table)                           # 2
+    engine.merge(frame(spark, [(4, "d"), (2, "b")]), table, MergeSpec.insert_new(["id"]))  # 3: inserts (4, d)
+    assert sorted(map(tuple, engine.appended_since(table, 1).collect())) == [(1, "a"), (3, "c"), (4, "d")]
+    assert sorted(map(tuple, engine.appended_since(table, 2).collect())) == [(4, "d")]
+    assert engine.appended_since(table, 3).count() == 0                                 # nothing since now
+    assert engine.appended_since(table, 9) is None                                      # a version it never had
+    engine.delete(table, "id = 3")                                                      # 4: a row removed
+    assert engine.appended_since(table, 3) is None  # a row of version 3 is gone
+    # Every row of version 1 is still there: the others are what was added since (and not removed again).
+    assert sorted(map(tuple, engine.appended_since(table, 1).collect())) == [(1, "a"), (4, "d")]
+    engine.append(frame(spark, [(5, "e")]), table)                                      # 5
+    assert sorted(map(tuple, engine.appended_since(table, 4).collect())) == [(5, "e")]
+    engine.optimize(table, min_files=2)                                                 # 6: files rewritten
+    assert engine.appended_since(table, 5) is None  # rows moved between files: no longer known to be only added
+    # The identity is the log's metaData id: the same across versions, new for a table created again.
+    (created,) = [a["metaData"] for a in commit_actions(table, 0) if "metaData" in a]
+    assert engine.table_id(table) == first_id == created["id"]
+    shutil.rmtree(table)
+    seed(engine, spark, table, [(1, "a")])
+    assert engine.table_id(table) != first_id
+
+
+def test_a_backend_that_cannot_list_its_files_answers_appended_since_with_none(spark, table):
+    from cpbi_spark.lakehouse.engine import TableEngine
+
+    engine = DeltaRsEngine(spark)
+    seed(engine, spark, table, [(1, "a")])
+    engine.append(frame(spark, [(2, "b")]), table)
+    # The base class's answer (a caller then validates or recomputes in full), on a table where the
+    # delta-rs backend does know the appended rows.
+    assert TableEngine.appended_since(engine, table, 1) is None and TableEngine.table_id(engine, table) is None
+    assert engine.appended_since(table, 1).count() == 1
 
 
 def test_changes_are_unknown_once_the_old_files_are_vacuumed(spark, table):

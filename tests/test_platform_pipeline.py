@@ -46,9 +46,10 @@ expectations:
 
 
 def _context(spark, root: Path, **extra) -> RunContext:
+    # Tables this small are validated whole by default; 0 makes the scenario validate appended rows alone.
     return RunContext.create(env="ci", spark=spark, overrides={
         "storage.root": str(root / "lake"), "storage.landing": str(root / "landing"),
-        "storage.outputs": str(root / "outputs")}, **extra)
+        "storage.outputs": str(root / "outputs"), "platform.dq_incremental_min_rows": "0"}, **extra)
 
 
 def _run(ctx: RunContext, stages=STAGES) -> BaseException | None:
@@ -314,6 +315,29 @@ def test_blocking_check_stops_promotion_and_is_recorded(world):
     assert trust["fact_transactions"]["trusted"] and trust["stg_returns"]["trusted"] is False
     alerts = {r["kind"] for r in rows(world, "stage_alerts")}
     assert "data_quality" in alerts
+
+
+def test_suites_after_appends_validate_the_new_rows_with_the_whole_tables_results(world):
+    lake = world["lake"]
+    marks = sorted(rows(world, "ctl_dq_watermarks"), key=lambda m: (m["dataset_id"], m["dataset_version"]))
+    run1 = [m for m in marks if m["run_id"] == run_id(world, 1)]
+    assert {m["dataset_id"] for m in run1} >= {"raw_transactions", "stg_transactions", "fact_transactions"}
+    assert {m["validation_mode"] for m in run1} == {"full"}  # nothing validated before
+    incremental = [m for m in marks if m["validation_mode"] != "full"]
+    # gold (incremental in ci) MERGEs batch 2's new lines into the facts: only they are validated
+    assert {"fact_transactions", "fact_returns"} <= {m["dataset_id"] for m in incremental}
+    for m in incremental:
+        # it starts from the table's previous clean version of the same suite and table
+        (before,) = [p for p in marks if p["dataset_id"] == m["dataset_id"]
+                     and p["dataset_version"] == int(m["validation_mode"].rsplit(" ", 1)[1])]
+        assert (before["table_id"], before["suite_fingerprint"]) == (m["table_id"], m["suite_fingerprint"])
+        assert 0 < m["validated_rows"] < lake.read(m["dataset_id"], version=m["dataset_version"]).count()
+    # the row count reconciled with silver is the whole table's, read here at that version
+    (fact,) = [m for m in incremental if m["dataset_id"] == "fact_transactions"]
+    (recon,) = rows(world, "fact_data_quality", f"run_id = '{fact['run_id']}' AND dataset_id = 'fact_transactions' "
+                                                "AND check_name = 'rows_reconcile_with_silver'")
+    assert recon["check_status"] == "passed"
+    assert recon["observed_value"] == str(lake.read("fact_transactions", version=fact["dataset_version"]).count())
 
 
 def _clear_pii() -> set[str]:

@@ -36,9 +36,10 @@ def test_repository_platform_conf_is_consistent(config):
     assert all(len(spec.tables) == 20 for spec in sources.values())
     membership = platform_source_of(config)
     # every platform-layer table belongs to a source (conformed tables are one table in several sources),
-    # except the pipeline's own watermark of what incremental gold consumed: state, not a recorded source
+    # except the pipeline's own state: the watermarks of what incremental gold consumed and of what data
+    # quality validated clean, not recorded sources
     assert [t for t, c in config.tables.items() if c.layer == "platform" and t not in membership] == [
-        "ctl_stage_inputs"]
+        "ctl_stage_inputs", "ctl_dq_watermarks"]
     assert (membership["dim_status"], membership["audit_recon"], membership["dim_region"]) == ("A,B", "C,D", "C,D")
     assert config.tables["dim_status"].layer == "silver"  # reused, not duplicated
 

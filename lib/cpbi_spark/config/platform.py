@@ -147,6 +147,9 @@ class PlatformConfig(_Model):
     chargeback: Annotated[list[ChargebackRule], EmptyListIfNone] = Field(default_factory=list)
     anomaly_ratio: Annotated[float, Field(gt=1)] = 3.0  # a stage costing this many times its average is flagged
     budget_warning_pct: Annotated[float, Field(gt=0, le=1)] = 0.8
+    # a table of at least this many rows that only grew since its last clean validation is validated on its
+    # new rows (ctl_dq_watermarks); smaller ones whole, which costs less here (docs/platform.md)
+    dq_incremental_min_rows: Annotated[int, Field(ge=0)] = 100_000
 
 
 class ExpectationConfig(_Model):

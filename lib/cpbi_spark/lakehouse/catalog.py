@@ -169,6 +169,22 @@ class Lakehouse:
         self.reads.append(name)
         return self.engine.changes(self.path(name), since_version)
 
+    def appended_since(self, name: str, since_version: int) -> DataFrame | None:
+        """The rows added since ``since_version`` while that version's rows all stayed; else None.
+
+        Example:
+            >>> lake.appended_since("raw_transactions", 7).count()             # doctest: +SKIP
+            5083
+        """
+        if not self.exists(name):
+            return None
+        self.reads.append(name)
+        return self.engine.appended_since(self.path(name), since_version)
+
+    def table_id(self, name: str) -> str | None:
+        """The table's identity (new when it is created again at the same path); None if unknown."""
+        return self.engine.table_id(self.path(name)) if self.exists(name) else None
+
     def frame(self, name: str, rows: list[dict]) -> DataFrame:
         """A small frame of ``rows`` (dicts) with the table's declared schema; numbers are coerced.
 

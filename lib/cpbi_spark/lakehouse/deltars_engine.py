@@ -191,15 +191,9 @@ class DeltaRsEngine(TableEngine):
                                    F.col("_metadata.row_index").alias(_ROW))
         return reader
 
-    def changes(self, path: str, since_version: int) -> DataFrame | None:
-        """Only the files added or removed since ``since_version`` are read (see the base class).
-
-        A MERGE rewrites whole files, so an added file holds the changed rows and copies of
-        unchanged ones; the copies are also in the removed file it replaced and cancel out
-        (``exceptAll`` both ways), which leaves exactly the changed row images.
-        """
-        from pyspark.sql import functions as F
-
+    def _files_since(self, path: str, since_version: int) -> tuple[StructType, list[str], list[str]] | None:
+        """(schema, files added, files removed) between ``since_version`` and now; None when the two
+        versions are not comparable (the table was recreated, the old version is gone, the schema changed)."""
         now = self._table(path)
         if since_version > now.version():
             return None  # the table was recreated since: its versions are not comparable
@@ -212,8 +206,22 @@ class DeltaRsEngine(TableEngine):
             return None
         now_files = {_norm(u): u for u in now.file_uris()}
         old_files = {_norm(u): u for u in old.file_uris()}
-        added = [u for k, u in now_files.items() if k not in old_files]
-        removed = [u for k, u in old_files.items() if k not in now_files]
+        return (schema, [u for k, u in now_files.items() if k not in old_files],
+                [u for k, u in old_files.items() if k not in now_files])
+
+    def changes(self, path: str, since_version: int) -> DataFrame | None:
+        """Only the files added or removed since ``since_version`` are read (see the base class).
+
+        A MERGE rewrites whole files, so an added file holds the changed rows and copies of
+        unchanged ones; the copies are also in the removed file it replaced and cancel out
+        (``exceptAll`` both ways), which leaves exactly the changed row images.
+        """
+        from pyspark.sql import functions as F
+
+        diff = self._files_since(path, since_version)
+        if diff is None:
+            return None
+        schema, added, removed = diff
         if not all(_file_exists(uri) for uri in removed):  # vacuumed: the old rows are gone, the difference unknown
             return None
         new_rows = self._read_files(added, schema)
@@ -222,6 +230,17 @@ class DeltaRsEngine(TableEngine):
         old_rows = self._read_files(removed, schema)
         return (new_rows.exceptAll(old_rows).withColumn(CHANGE_COLUMN, F.lit("insert"))
                 .unionByName(old_rows.exceptAll(new_rows).withColumn(CHANGE_COLUMN, F.lit("delete"))))
+
+    def appended_since(self, path: str, since_version: int) -> DataFrame | None:
+        """The rows of the files added since ``since_version`` when none of that version's files was
+        removed (see the base class). A compaction (``optimize``) removes files too: after one, None."""
+        diff = self._files_since(path, since_version)
+        if diff is None or diff[2]:
+            return None
+        return self._read_files(diff[1], diff[0])
+
+    def table_id(self, path: str) -> str | None:
+        return str(self._table(path).metadata().id)
 
     def history(self, path: str) -> list[HistoryEntry]:
         out = []

@@ -216,6 +216,26 @@ class TableEngine(abc.ABC):
         return (new.exceptAll(old).withColumn(CHANGE_COLUMN, F.lit("insert"))
                 .unionByName(old.exceptAll(new).withColumn(CHANGE_COLUMN, F.lit("delete"))))
 
+    def appended_since(self, path: str, since_version: int) -> DataFrame | None:
+        """The rows added since ``since_version`` while every row of that version stayed in the table
+        unchanged (appends, insert-only MERGEs, changes to rows added later); None when a row of that
+        version may have been removed or rewritten, or when that is unknown.
+
+        A caller that knows something of every row of ``since_version`` (that it passed a check) then
+        only has to look at these. This default cannot tell without comparing snapshots and answers
+        None; a backend that knows each version's files answers from them.
+
+        Example:
+            >>> engine.appended_since("/lake/bronze/raw_x", 3).count()          # doctest: +SKIP
+            1204
+        """
+        return None
+
+    def table_id(self, path: str) -> str | None:
+        """The table's identity (Delta ``metaData.id``, new when a table is created again at the same
+        path); None when the backend cannot read it. Versions of two identities are not comparable."""
+        return None
+
     @abc.abstractmethod
     def history(self, path: str) -> list[HistoryEntry]:
         """Commit history, newest first."""

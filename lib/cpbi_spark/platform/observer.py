@@ -155,16 +155,20 @@ class PlatformObserver(StageObserver):
 
     # ------------------------------------------------------------------------------------------- quality
     def _validate(self, ctx: RunContext, attempt: _Attempt) -> list[dict]:
-        from cpbi_spark.platform.quality import validate_table
+        from cpbi_spark.platform.quality import WATERMARKS, validate_table
 
-        results = []
+        results: list[dict] = []
+        watermarks: list[dict] | None = None
         for table in dict.fromkeys(attempt.tables):
             suite = ctx.config.expectations.get(table)
             if suite is None or not self.store.lake.exists(table):
                 continue
+            if watermarks is None:  # where each table was last validated clean (read once per stage)
+                watermarks = self.store.rows(WATERMARKS)
             with self.store.timed(f"dq:{table}"):
                 try:
-                    found = validate_table(self.store, table, suite)
+                    found = validate_table(self.store, table, suite, watermarks,
+                                           incremental_min_rows=ctx.config.platform.dq_incremental_min_rows)
                 except Exception as exc:  # the suite could not run: every check is an error (blocking fails closed)
                     _log.exception("data-quality suite of %s could not run", table)
                     found = [{"check_name": c.check, "expectation_type": c.expect, "column_name": c.column,
@@ -300,6 +304,7 @@ class PlatformObserver(StageObserver):
 
     def _record_quality(self, ctx: RunContext, key: dict, dq: list[dict], now: datetime, token: str) -> None:
         from cpbi_spark.platform.governance import pii_columns_of
+        from cpbi_spark.platform.quality import WATERMARKS, watermark_rows
 
         rows, failures = [], []
         for r in dq:
@@ -323,6 +328,7 @@ class PlatformObserver(StageObserver):
                                  "recorded_ts": now})
         self.store.append_once("fact_data_quality", rows, token=token)
         self.store.append_once("stage_dq_failures", failures, token=token)
+        self.store.append_once(WATERMARKS, watermark_rows(key, dq, now), token=token)
 
     def _record_landing(self, ctx: RunContext, now: datetime, token: str) -> None:
         """Source A after bronze: raw events, counts, volumes, arrivals, latency, schema drift, rejected files."""
