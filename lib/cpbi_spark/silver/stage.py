@@ -95,10 +95,6 @@ class SilverBatch:
         ctx = self.ctx
         if PAYLOAD not in classified.columns:
             classified = self.slim(classified, amount_col)
-        rejected = classified.filter(F.col(OUTCOME) == "quarantined")
-        ctx.lake.merge("stage_quarantine", quarantine_frame(
-            rejected, stage=STAGE, source=self.name, payload=F.col(PAYLOAD), run_id=ctx.run_id,
-            at=ctx.started_at), MergeSpec.insert_new(["stage", "record_id"]))
         amount = F.col(amount_col) if amount_col else F.lit(None).cast("decimal(18,2)")
         per_batch = classified.groupBy("_batch_id").agg(
             F.count(F.lit(1)).alias("rows_in"),
@@ -120,6 +116,14 @@ class SilverBatch:
             balanced = counts["rows_in"] == accounted
             recon_rows.append({**key, **counts, "amount_in": r["amount_in"] or Decimal(0),
                                "amount_accepted": r["amount_accepted"] or Decimal(0), "balanced": balanced})
+        # Counted first, so a batch with nothing to quarantine (most are) spends no write job on an empty MERGE.
+        if totals["rows_quarantined"]:
+            rejected = classified.filter(F.col(OUTCOME) == "quarantined")
+            ctx.lake.merge("stage_quarantine", quarantine_frame(
+                rejected, stage=STAGE, source=self.name, payload=F.col(PAYLOAD), run_id=ctx.run_id,
+                at=ctx.started_at), MergeSpec.insert_new(["stage", "record_id"]))
+        else:
+            ctx.lake.ensure("stage_quarantine")  # empty, but there for its readers (no Spark job)
         # Bookkeeping rows are written once for all sources at the end of the stage (see run_silver).
         self.log_rows, self.recon_rows = log_rows, recon_rows
         return totals
