@@ -208,8 +208,8 @@ def references_of(suite: ExpectationSuiteConfig) -> list[str]:
     return sorted({c.table for c in suite.checks if c.expect == "references" and c.table})
 
 
-def _keys_kept(lake, ref: str, columns: list[str], since: int) -> bool:
-    """Whether every value of ``columns`` that ``ref`` held at version ``since`` is still in it.
+def _keys_kept(lake, ref: str, columns: list[str], since: int, now: int) -> bool:
+    """Whether every value of ``columns`` that ``ref`` held at version ``since`` is still in it (at ``now``).
 
     Appends keep them all; otherwise (an SCD2 dimension closes versions in place) the row images
     removed since are looked up: a value of one that no current row holds is gone.
@@ -218,7 +218,7 @@ def _keys_kept(lake, ref: str, columns: list[str], since: int) -> bool:
 
     from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
 
-    if lake.version(ref) == since or lake.appended_since(ref, since) is not None:
+    if now == since or lake.appended_since(ref, since) is not None:
         return True
     changed = lake.changes(ref, since)
     if changed is None:
@@ -233,26 +233,27 @@ def _keys_kept(lake, ref: str, columns: list[str], since: int) -> bool:
     return True
 
 
-def incremental_base(lake, table: str, suite: ExpectationSuiteConfig, fingerprint: str,
-                     mark: Watermark | None) -> DataFrame | None:
+def incremental_base(lake, table: str, suite: ExpectationSuiteConfig, fingerprint: str, mark: Watermark | None,
+                     table_id: str | None, refs: dict[str, tuple[str | None, int]]) -> DataFrame | None:
     """The rows appended since ``mark`` when a validation of them alone decides the whole table; else None.
 
     That holds when the suite is the one ``mark`` passed, the table is the same table and every row
     of ``mark``'s version is still in it unchanged, and every table a ``references`` check looks up
     still holds every key it held then. The rows of ``mark``'s version then still pass every
     row-level check; only the appended rows, and old rows sharing a unique key with them, can fail one.
+    ``table_id`` and ``refs`` (references table -> (table id, version)) describe the tables now.
     """
     if mark is None or mark.fingerprint != fingerprint:
         return None
-    table_id = lake.table_id(table)
     if table_id is None or table_id != mark.table_id:
         return None
     for ref in references_of(suite):
         ref_id, ref_version = mark.refs.get(ref, (None, -1))
-        if ref_id is None or lake.table_id(ref) != ref_id:
+        now_id, now_version = refs.get(ref, (None, -1))
+        if ref_id is None or now_id != ref_id:
             return None
         columns = sorted({c.table_column for c in suite.checks if c.expect == "references" and c.table == ref})
-        if not _keys_kept(lake, ref, columns, ref_version):
+        if not _keys_kept(lake, ref, columns, ref_version, now_version):
             return None
     return lake.appended_since(table, mark.version)
 
@@ -326,14 +327,13 @@ def validate_table(store: PlatformStore, table: str, suite: ExpectationSuiteConf
         return _RESULTS[key]
     gxs = _context()
     gx = gxs["gx"]
-    mark = last_watermark(watermarks or [], table)
-    appended = incremental_base(lake, table, suite, fingerprint, mark) \
-        if mark is not None and lake.row_count(table) >= incremental_min_rows else None
     table_id = lake.table_id(table)
-    views: dict[str, str] = {}
-    refs = {c.table for c in suite.checks if c.expect == "references" and c.table}
-    refs |= {t for c in suite.checks if c.sql for t in sql_table_refs(c.sql)}
     ref_versions = {ref: (lake.table_id(ref), lake.version(ref)) for ref in references_of(suite) if lake.exists(ref)}
+    mark = last_watermark(watermarks or [], table)
+    appended = incremental_base(lake, table, suite, fingerprint, mark, table_id, ref_versions) \
+        if mark is not None and lake.row_count(table) >= incremental_min_rows else None
+    views: dict[str, str] = {}
+    refs = set(references_of(suite)) | {t for c in suite.checks if c.sql for t in sql_table_refs(c.sql)}
     for ref in sorted(refs):
         views[ref] = _view(ref)
         (lake.read(ref) if lake.exists(ref) else lake.read_or_empty(ref)).createOrReplaceTempView(views[ref])
