@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cpbi_spark.gold.incremental import dimension_change_points, scoped_merge_source
+from cpbi_spark.gold import incremental
+from cpbi_spark.gold.incremental import dimension_change_points, scoped_merge_source, small_side
 
 DIM = "customer_sk string, customer_id string, region string, valid_from timestamp, valid_to timestamp, " \
       "is_current boolean"
@@ -55,3 +56,29 @@ def test_scoped_merge_source_marks_only_vanished_keys_of_the_scope(spark):
             for r in scoped_merge_source(new, in_scope, ["basket_id", "product_id"]).collect()}
     # P2 vanished from B1: deleted; a NULL product key matches itself (null-safe), so it is not deleted.
     assert rows == {("B1", "P1", 2, False), ("B1", None, 1, False), ("B1", "P2", None, True)}
+
+
+def _executed_plan(df) -> str:
+    df.collect()  # adaptive execution settles the final plan once the query ran
+    return df._jdf.queryExecution().executedPlan().toString()
+
+
+def test_a_small_scope_is_broadcast_so_the_large_side_is_not_shuffled(spark, monkeypatch):
+    # The table side is made to look large (its rows come from a range, no size statistics that would
+    # let the planner broadcast on its own below the threshold).
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        table = spark.range(50_000).selectExpr("cast(id as string) as txn_id", "id % 7 as v")
+        keys = spark.createDataFrame([("1",), ("42",), ("49999",)], "txn_id string")
+        hinted = table.join(small_side(keys, 3), "txn_id", "left_semi")
+        plan = _executed_plan(hinted)
+        assert "BroadcastHashJoin" in plan and "SortMergeJoin" not in plan, plan
+        assert sorted(r["txn_id"] for r in hinted.collect()) == ["1", "42", "49999"]
+        # Above the limit the frame is returned as it is: the planner decides (here: no broadcast).
+        monkeypatch.setattr(incremental, "BROADCAST_MAX_ROWS", 2)
+        plain = table.join(small_side(keys, 3), "txn_id", "left_semi")
+        plan = _executed_plan(plain)
+        assert "BroadcastHashJoin" not in plan, plan
+        assert plain.count() == 3
+    finally:
+        spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")

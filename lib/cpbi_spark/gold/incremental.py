@@ -32,6 +32,22 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 DELETE_FLAG = "_cpbi_delete"
+# A scope frame (keys of changed rows, days, baskets) of at most this many rows is broadcast to the
+# joins that select a table's rows by it: the large side is then read once and never shuffled. Left
+# to itself the planner shuffles both sides (a frozen scope's size estimate is that of the tables it
+# came from), which cost most of an incremental run's seconds. 1M short keys are tens of MB.
+BROADCAST_MAX_ROWS = 1_000_000
+
+
+def small_side(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` (``rows`` rows) hinted for broadcast joins when it is small enough, else as it is.
+
+    Example:
+        >>> ids = small_side(frozen_ids, frozen_ids.count())     # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    return F.broadcast(df) if rows <= BROADCAST_MAX_ROWS else df
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from cpbi_spark.gold.incremental import (
     dimension_change_points,
     scoped_merge_source,
     scoped_merge_spec,
+    small_side,
     snapshot_starts,
 )
 from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
@@ -68,6 +69,13 @@ def _freeze(df: DataFrame) -> DataFrame:
     queries start from its blocks.
     """
     return df.localCheckpoint(eager=True)
+
+
+def _scope(df: DataFrame) -> DataFrame:
+    """A scope frame (keys that select rows of larger tables), frozen and hinted for broadcast joins
+    when small (see :func:`small_side`); counting frozen blocks is a cheap job."""
+    df = _freeze(df)
+    return small_side(df, df.count())
 
 
 @contextmanager
@@ -337,12 +345,12 @@ def _silver_changes(ctx: RunContext, versions: dict[str, int], consumed: dict[st
         rate_days = rates.select("currency", "rate_date").limit(0)
     return SilverChanges(
         sales=frames["stg_transactions"], returns=frames["stg_returns"],
-        customers=_freeze(dimension_change_points(frames["dim_customer"], lake.read_or_empty("dim_customer"),
-                                                  "customer_id", "customer_sk")),
-        products=_freeze(dimension_change_points(frames["dim_product"], lake.read_or_empty("dim_product"),
-                                                 "product_id", "product_sk")),
-        merchants=changed_keys(frames["dim_merchant"], "merchant_id"),
-        rate_days=_freeze(rate_days)), None
+        customers=_scope(dimension_change_points(frames["dim_customer"], lake.read_or_empty("dim_customer"),
+                                                 "customer_id", "customer_sk")),
+        products=_scope(dimension_change_points(frames["dim_product"], lake.read_or_empty("dim_product"),
+                                                "product_id", "product_sk")),
+        merchants=_scope(changed_keys(frames["dim_merchant"], "merchant_id")),
+        rate_days=_scope(rate_days)), None
 
 
 def _gold_full(ctx: RunContext, sales: DataFrame, returns: DataFrame, rates: DataFrame, result: StageResult) -> None:
@@ -383,15 +391,17 @@ def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rat
     merchants = lake.read_or_empty("dim_merchant")
     fees = lake.read_or_empty("ref_fee_schedule")
     with _timed(result, "affected lines"):
-        sale_ids = _freeze(affected_sales(sales, ch))
-        return_ids = _freeze(affected_returns(returns, sale_ids, ch))
+        sale_ids = _scope(affected_sales(sales, ch))
+        return_ids = _scope(affected_returns(returns, sale_ids, ch))
         ids = _freeze(sale_ids.select(F.col("txn_id").alias("transaction_id"))
                       .unionByName(return_ids.select(F.col("return_id").alias("transaction_id"))).distinct())
-        result.counters["affected_lines"] = ids.count()
+        n_ids = result.counters["affected_lines"] = ids.count()
+        ids = small_side(ids, n_ids)
     gold_facts = lake.read("fact_transactions")
     ret_scope = returns.join(return_ids, "return_id", "left_semi")
     origins = ret_scope.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
-    sale_scope = sales.join(sale_ids.unionByName(origins), "txn_id", "left_semi")
+    # Scopes derived from the affected lines hold at most twice as many rows (a line and its sale).
+    sale_scope = sales.join(small_side(sale_ids.unionByName(origins), 2 * n_ids), "txn_id", "left_semi")
     with _timed(result, "conform affected lines"):
         new_facts = conform_transactions(sale_scope, ret_scope, customers, products, merchants, rates, reporting)
         new_facts = _freeze(lake.conform("fact_transactions", new_facts.join(ids, "transaction_id", "left_semi")))
@@ -400,8 +410,8 @@ def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rat
     view = gold_facts.join(ids, "transaction_id", "left_anti").unionByName(new_facts)
 
     # fact_returns and stage_adjustments: the affected returns.
-    needed = return_ids.select(F.col("return_id").alias("transaction_id")).unionByName(
-        origins.select(F.col("txn_id").alias("transaction_id"))).distinct()
+    needed = small_side(return_ids.select(F.col("return_id").alias("transaction_id")).unionByName(
+        origins.select(F.col("txn_id").alias("transaction_id"))).distinct(), 2 * n_ids)
     _sync_scope(ctx, "fact_returns", marts.returns_fact(view.join(needed, "transaction_id", "left_semi"),
                                                         ret_scope, products),
                 lake.read("fact_returns").join(return_ids, "return_id", "left_semi"), result)
@@ -411,15 +421,15 @@ def _gold_incremental(ctx: RunContext, sales: DataFrame, returns: DataFrame, rat
                 result)
 
     # fact_basket_lines: every basket holding an affected line (old or new image).
-    baskets = (old_facts.select("basket_id").unionByName(new_facts.select("basket_id"))
-               .where(F.col("basket_id").isNotNull()).distinct())
+    baskets = small_side(old_facts.select("basket_id").unionByName(new_facts.select("basket_id"))
+                         .where(F.col("basket_id").isNotNull()).distinct(), 2 * n_ids)
     _sync_scope(ctx, "fact_basket_lines",
                 marts.basket_lines(view.join(baskets, "basket_id", "left_semi"), products),
                 lake.read("fact_basket_lines").join(baskets, "basket_id", "left_semi"), result)
 
     # Settlements: every business day with a changed line or rate.
     with _timed(result, "affected days"):
-        days = _freeze(affected_business_dates(returns, ch))
+        days = _scope(affected_business_dates(returns, ch))
     day_returns = returns.join(days, F.to_date("returned_ts") == days["business_date"], "left_semi")
     day_origins = day_returns.select(F.col("original_txn_id").alias("txn_id")).where(F.col("txn_id").isNotNull())
     day_sales = sales.join(days.select(F.col("business_date").alias("posted_date")), "posted_date",
@@ -460,7 +470,7 @@ def _sync_balances(ctx: RunContext, view: DataFrame, old_facts: DataFrame, new_f
         new_month = (old_last.replace(day=28) + dt.timedelta(days=4)).replace(day=1)  # the month after old_last
     changed = account_months(old_facts).unionByName(account_months(new_facts))
     with _timed(result, "snapshot months"):
-        starts = _freeze(snapshot_starts(changed, snapshots, new_month))
+        starts = _scope(snapshot_starts(changed, snapshots, new_month))
     bases = (snapshots.join(starts, "account_id")
              .filter(F.trunc("snapshot_date", "month") == F.add_months("start", -1))
              .select("account_id", "cumulative_net_spend"))
