@@ -153,3 +153,23 @@ def test_anything_but_appends_since_the_watermark_validates_every_row(store, mon
     _sales(store, [("T6", "P2", "SALE", 1)])
     assert modes(marks) == {f"incremental since version {marks[0]['dataset_version']}"}
     assert modes([{**w, "table_id": "another-table"} for w in marks]) == {"full"}
+
+
+def test_a_version_that_added_no_rows_reports_the_whole_tables_zero_counts(store, monkeypatch):
+    from deltalake import DeltaTable
+
+    _products(store, ["P1", "P2"])
+    _sales(store, [("T1", "P1", "SALE", 1), ("T2", "P1", "SALE", 2), ("T3", "P2", "SALE", 1),
+                   ("T4", "P2", "SALE", 5)])
+    marks = _watermarks(_validate(store, [], monkeypatch))
+    # A commit that changes only a table property: a new version, no file added or removed.
+    DeltaTable(store.lake.path("stg_transactions")).alter.set_table_properties(
+        {"cpbi.note": "upkeep"}, raise_if_not_exists=False)
+    incremental = _validate(store, marks, monkeypatch)
+    assert {r["validation_mode"] for r in incremental.values()} == {"incremental since version 1"}
+    assert {r["validated_rows"] for r in incremental.values()} == {0}
+    whole = _validate(store, [], monkeypatch)
+    assert _outcome(incremental) == _outcome(whole)
+    # GE reports no count for a column check over no rows; none of the table's rows is unexpected.
+    assert all(incremental[c]["unexpected_count"] == 0
+               for c in ("id_present", "sales_only", "quantity_ok", "known_product"))

@@ -162,6 +162,10 @@ def _observed(result: dict, spec: CheckSpec) -> tuple[str, int | None, int | Non
     if spec.expectation_type == "unexpected_rows_expectation":
         unexpected = result.get("observed_value", unexpected)
     elements = result.get("element_count")
+    if unexpected is None and elements == 0:
+        # GE leaves the count empty on no rows: none is unexpected. The rows a batch added are validated
+        # alone, and may be none; the whole table's count is then 0, as a whole validation reports it.
+        unexpected = 0
     pct = result.get("unexpected_percent")
     sample = result.get("partial_unexpected_list") or []
     text = f"{unexpected} unexpected" + (f" of {elements} ({pct:.3f}%)" if elements is not None and pct is not None
