@@ -8,7 +8,9 @@ For every scale (``--scales``), on fresh temporary storage:
    incremental run;
 3. ``cpbi run pipeline --full-refresh`` on the same data: everything recomputed, the yardstick of
    the incremental run;
-4. baselines over the same landing files (``scripts/bench_baselines.py``): a plain Spark read ->
+4. the data-quality suites of the transaction tables on the lake after the batch, validated whole
+   and on the batch's new rows (``scripts/bench_dq.py``), alternating, in one session;
+5. baselines over the same landing files (``scripts/bench_baselines.py``): a plain Spark read ->
    cast -> hash -> parquet write, and a simplified pandas bronze -> silver -> gold (its docstring
    says what it covers).
 
@@ -107,6 +109,16 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
         return {**json.loads(line[len("BASELINE "):]), "total_seconds": run["seconds"],
                 "peak_rss_mb": run["peak_rss_mb"], "peak_rss_mb_by_role": run["peak_rss_mb_by_role"]}
 
+    def dq_suites() -> dict[str, Any]:
+        try:  # a side measurement: its failure is recorded, the scale's other results are kept
+            run = measured([PYTHON, str(ROOT / "scripts" / "bench_dq.py"), "--root", str(folder / "lakehouse"),
+                            "--landing", str(folder / "landing"), "--outputs", str(folder / "outputs"),
+                            "--env", args.env], "data-quality suites, whole vs new rows")
+        except RuntimeError as exc:
+            return {"error": str(exc)[-2000:]}
+        line = next(x for x in reversed(run["output"]) if x.startswith("DQ "))
+        return {**json.loads(line[len("DQ "):]), "total_seconds": run["seconds"]}
+
     try:
         result["generate_batch1"] = generate("--batch", "1")
         full = result["full"] = pipeline("full load")
@@ -116,6 +128,7 @@ def bench_scale(scale: float, args: argparse.Namespace, work: Path, env: dict[st
         inc["rows_per_second"] = _rows_per_second(inc, full)
         inc["rows_added"] = {t: ((inc["tables"].get(t) or {}).get("rows") or 0)
                              - ((full["tables"].get(t) or {}).get("rows") or 0) for t in STAGE_TABLE.values()}
+        result["dq_suites"] = dq_suites()
         # The same run again with nothing new: the fixed cost every scheduled run pays (session, stage and
         # platform bookkeeping, data-quality records), which no incremental batch can go below.
         result["rerun_nothing_new"] = pipeline("rerun, nothing new")
@@ -198,6 +211,18 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {r['scale']:g} | {_fmt(r['full_load_stage_seconds'])} | {_fmt(sb['seconds'])} "
                      f"({_fmt(sb['rows'])}) | {_fmt(pb['seconds'])} | {_fmt(r['full_load_over_spark_baseline'])} "
                      f"| {_fmt(r['full_load_over_pandas_baseline'])} |")
+    dq = [(r["scale"], t, e) for r in runs for t, e in (r.get("dq_suites") or {}).get("tables", {}).items()
+          if "skipped" not in e]
+    if dq:
+        lines += ["", "## Data-quality suites: whole table vs the batch's new rows", "",
+                  "Same lake after the incremental batch, one session, modes alternated; seconds of each repeat "
+                  "(the first of each mode is cold).", "",
+                  "| scale | table | rows | whole s | new rows s | rows validated (new rows) | same outcome |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for scale, table, e in dq:
+            lines.append(f"| {scale:g} | {table} | {_fmt(e['rows'])} | {' / '.join(map(_fmt, e['whole_seconds']))} "
+                         f"| {' / '.join(map(_fmt, e['new_rows_seconds']))} | {_fmt(e['new_rows_validated_rows'])} "
+                         f"({e['new_rows_validation_mode']}) | {'yes' if e['same_outcome'] else 'NO'} |")
     failed = [r for r in report["runs"] if "error" in r]
     if failed:
         lines += ["", "## Failed scales", ""] + [f"- scale {r['scale']:g}: {r['error'].splitlines()[0]}"
