@@ -37,9 +37,9 @@ def test_repository_platform_conf_is_consistent(config):
     membership = platform_source_of(config)
     # every platform-layer table belongs to a source (conformed tables are one table in several sources),
     # except the pipeline's own state: the watermarks of what incremental gold consumed and of what data
-    # quality validated clean, not recorded sources
+    # quality validated clean and of what the platform scans found, not recorded sources
     assert [t for t, c in config.tables.items() if c.layer == "platform" and t not in membership] == [
-        "ctl_stage_inputs", "ctl_dq_watermarks"]
+        "ctl_stage_inputs", "ctl_dq_watermarks", "ctl_scan_memo"]
     assert (membership["dim_status"], membership["audit_recon"], membership["dim_region"]) == ("A,B", "C,D", "C,D")
     assert config.tables["dim_status"].layer == "silver"  # reused, not duplicated
 
@@ -341,6 +341,7 @@ def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
 
 def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tmp_path):
     from cpbi_spark.platform.governance import audit_policy_rows
+    from cpbi_spark.platform.scan_memo import ScanMemo
     from cpbi_spark.platform.store import PlatformStore
     from cpbi_spark.runtime import RunContext
 
@@ -355,7 +356,8 @@ def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tm
             for i, (last, email, phone) in enumerate([("Smith", hashed, "5***"), ("Jones", None, "555-0101"),
                                                       (hashed, "a@b.example", "***")])]
     store.lake.append("dim_customer", store.frame("dim_customer", rows))
-    got = {r["target"]: (r["status"], r["observed"]) for r in audit_policy_rows(ctx, store, datetime(2026, 1, 1))
+    got = {r["target"]: (r["status"], r["observed"])
+           for r in audit_policy_rows(ctx, store, datetime(2026, 1, 1), ScanMemo(store))
            if r["kind"] == "pii" and r["target"].startswith("dim_customer.")}
     assert got == {
         "dim_customer.first_name": ("compliant", "0 of 3 values not masked"),
@@ -364,3 +366,102 @@ def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tm
         "dim_customer.phone": ("violation", "1 of 3 values not masked"),
         "dim_customer.street_address": ("compliant", "0 of 3 values not hashed"),
     }
+
+
+def _memo_world(spark, tmp_path):
+    from cpbi_spark.platform.store import PlatformStore
+    from cpbi_spark.runtime import RunContext
+
+    ctx = RunContext.create(env="ci", spark=spark, overrides={
+        "storage.root": str(tmp_path / "lake"), "storage.landing": str(tmp_path / "landing"),
+        "storage.outputs": str(tmp_path / "out"), "platform.enabled": False})
+    return ctx, PlatformStore(ctx)
+
+
+def _customers(store, rows: list[tuple[str, str]]) -> None:
+    """Append ``(customer_id, last_name)`` rows to dim_customer (other PII columns hashed)."""
+    hashed = "sha256:" + "b" * 64
+    store.lake.append("dim_customer", store.frame("dim_customer", [
+        {"customer_sk": f"s{cid}", "customer_id": cid, "first_name": "J***", "last_name": last, "email": hashed,
+         "phone": "5***", "street_address": hashed, "valid_from": datetime(2024, 1, 1)} for cid, last in rows]))
+
+
+def _last_name_policy(ctx, store, memo) -> str:
+    from cpbi_spark.platform.governance import audit_policy_rows
+
+    (found,) = [r["observed"] for r in audit_policy_rows(ctx, store, datetime(2026, 1, 1), memo)
+                if r["policy_id"] == "pii:dim_customer.last_name"]
+    return found
+
+
+def test_a_scan_is_reused_while_its_table_is_unchanged_and_redone_when_it_changes_or_is_recreated(spark, tmp_path):
+    import shutil
+
+    from cpbi_spark.platform.scan_memo import ScanMemo
+
+    ctx, store = _memo_world(spark, tmp_path)
+    hashed = "sha256:" + "c" * 64
+    _customers(store, [("C1", hashed), ("C2", "Smith")])
+    memo = ScanMemo(store)
+    assert _last_name_policy(ctx, store, memo) == "1 of 2 values not hashed"
+    assert (memo.computed, memo.reused) == (1, 0)
+    memo.save()
+
+    # The next refresh (a new memo: what the table stored) reads nothing: dim_customer is at the same state.
+    again = ScanMemo(store)
+    assert _last_name_policy(ctx, store, again) == "1 of 2 values not hashed"
+    assert (again.computed, again.reused) == (0, 1)
+
+    _customers(store, [("C3", "Jones")])  # a new version: counted again, with the new row
+    changed = ScanMemo(store)
+    assert _last_name_policy(ctx, store, changed) == "2 of 3 values not hashed"
+    assert (changed.computed, changed.reused) == (1, 0)  # not saved: the memo still holds the result at version 1
+
+    # Dropped and written again: the same version number (1) as the first state, another table identity.
+    shutil.rmtree(store.lake.path("dim_customer"))
+    _customers(store, [("C4", hashed)])
+    assert store.lake.version("dim_customer") == 1
+    recreated = ScanMemo(store)
+    assert _last_name_policy(ctx, store, recreated) == "0 of 1 values not hashed"
+    assert recreated.reused == 0
+
+
+def test_the_pii_scan_rescans_only_the_columns_whose_inputs_changed(spark, tmp_path):
+    from cpbi_spark.platform.governance import pii_scan_rows
+    from cpbi_spark.platform.scan_memo import MEMO, ScanMemo
+
+    ctx, store = _memo_world(spark, tmp_path)
+    # Landed (bronze) values of customers; silver holds one of them in clear in last_name.
+    bronze = ctx.config.sources["customers"].bronze_table
+    landed = [{"customer_id": "C1", "first_name": "Annabel", "last_name": "Smithers", "email": "ann@shop.example",
+               "phone": "555-0101", "street_address": "9 Pine St"}]
+    mapping = ctx.config.sources["customers"].columns
+    store.lake.append(bronze, spark.createDataFrame([{mapping[k]: v for k, v in r.items() if k in mapping}
+                                                     for r in landed]))
+    hashed = "sha256:" + "d" * 64
+    _customers(store, [("C1", "Smithers"), ("C2", hashed)])
+    now = datetime(2026, 1, 1)
+
+    def scan() -> tuple[dict, ScanMemo]:
+        memo = ScanMemo(store)
+        found = {r["column_name"]: (r["rows_scanned"], r["clear_values_found"])
+                 for r in pii_scan_rows(ctx, store, now, memo) if r["dataset_id"] == "dim_customer"}
+        memo.save()
+        return found, memo
+
+    first, memo = scan()
+    assert first["last_name"] == (2, 1) and first["email"] == (2, 0)
+    assert memo.reused == 0 and memo.computed == len(first)
+    stored = {r["subject"] for r in store.rows(MEMO) if r["scan"] == "pii_scan"}
+    assert {"dim_customer.last_name", "dim_customer.email"} <= stored
+
+    second, memo = scan()
+    assert second == first and memo.computed == 0 and memo.reused == len(first)
+
+    # A clear email lands in silver: every dim_customer column is scanned again (the table changed).
+    store.lake.append("dim_customer", store.frame("dim_customer", [
+        {"customer_sk": "sC4", "customer_id": "C4", "first_name": "J***", "last_name": hashed,
+         "email": "ann@shop.example", "phone": "5***", "street_address": hashed, "valid_from": datetime(2024, 1, 1)}]))
+    third, memo = scan()
+    assert third["last_name"] == (3, 1) and third["email"] == (3, 1)
+    assert memo.computed == len(third)

@@ -185,6 +185,16 @@ class Lakehouse:
         """The table's identity (new when it is created again at the same path); None if unknown."""
         return self.engine.table_id(self.path(name)) if self.exists(name) else None
 
+    def state(self, name: str) -> str | None:
+        """``<table id>@<version>`` of the table now (see :meth:`TableEngine.state`); None when it does not
+        exist or its identity is unknown. A result computed from a table at one state holds at that state.
+
+        Example:
+            >>> lake.state("dim_customer")   # doctest: +SKIP
+            '5f0c...@12'
+        """
+        return self.engine.state(self.path(name)) if self.exists(name) else None
+
     def frame(self, name: str, rows: list[dict]) -> DataFrame:
         """A small frame of ``rows`` (dicts) with the table's declared schema; numbers are coerced.
 

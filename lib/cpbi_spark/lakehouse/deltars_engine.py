@@ -242,6 +242,10 @@ class DeltaRsEngine(TableEngine):
     def table_id(self, path: str) -> str | None:
         return str(self._table(path).metadata().id)
 
+    def state(self, path: str) -> str | None:
+        dt = self._table(path)  # one log read for both
+        return f"{dt.metadata().id}@{dt.version()}"
+
     def history(self, path: str) -> list[HistoryEntry]:
         out = []
         for h in self._table(path).history():

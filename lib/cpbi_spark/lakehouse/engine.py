@@ -236,6 +236,12 @@ class TableEngine(abc.ABC):
         path); None when the backend cannot read it. Versions of two identities are not comparable."""
         return None
 
+    def state(self, path: str) -> str | None:
+        """The table's identity and current version as one token (``<id>@<version>``): two reads at the
+        same token read the same rows. None when the identity cannot be read, so nothing may be reused."""
+        table_id = self.table_id(path)
+        return None if table_id is None else f"{table_id}@{self.version(path)}"
+
     @abc.abstractmethod
     def history(self, path: str) -> list[HistoryEntry]:
         """Commit history, newest first."""

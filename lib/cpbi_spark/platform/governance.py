@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cpbi_spark.config import CpbiConfig, TableConfig
+    from cpbi_spark.platform.scan_memo import ScanMemo
     from cpbi_spark.platform.store import PlatformStore
     from cpbi_spark.runtime import RunContext
 
@@ -137,31 +138,26 @@ def policy_rows(config: CpbiConfig) -> list[dict]:
     return rows
 
 
-def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> list[dict]:
-    """``audit_policies`` of this run: each policy verified on the data as the run left it."""
-    from pyspark.sql import functions as F
+def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime, memo: ScanMemo) -> list[dict]:
+    """``audit_policies`` of this run: each policy verified on the data as the run left it.
 
+    The counts of a table's PII columns and the oldest row under a retention rule are read once per table
+    state (``memo``): an unchanged table is not read again.
+    """
     rows = []
     base = {"run_id": ctx.run_id, "checked_ts": now}
     for name, cfg in ctx.config.tables.items():
-        exists = store.lake.exists(name)
-        df = store.lake.read(name) if exists and any(p != "none" for p in cfg.pii.values()) else None
-        checked = {col: policy for col, policy in cfg.pii.items()
-                   if policy != "none" and df is not None and col in df.columns}
+        policies = {col: policy for col, policy in cfg.pii.items() if policy != "none"}
+        if not policies:
+            continue
+        stored = set(store.lake.engine.schema(store.lake.path(name)).fieldNames()) if store.lake.exists(name) \
+            else set()
+        checked = {col: policy for col, policy in policies.items() if col in stored}
         counts = {}
-        if checked:  # one job per table for all its PII columns
-            aggs = []
-            for i, (col, policy) in enumerate(checked.items()):
-                value = F.col(f"`{col}`").cast("string")
-                bad = {"hash": ~value.rlike(HASH_PATTERN), "mask": ~value.rlike(MASK_PATTERN),
-                       "drop": F.lit(True)}[policy]
-                aggs += [F.count(value).alias(f"n{i}"),
-                         F.sum(F.when(value.isNotNull() & bad, 1).otherwise(0)).alias(f"bad{i}")]
-            first = df.agg(*aggs).first()
-            counts = {col: (first[f"n{i}"], first[f"bad{i}"] or 0) for i, col in enumerate(checked)}
-        for col, policy in cfg.pii.items():
-            if policy == "none":
-                continue
+        if checked:
+            counts = memo.value("pii_policy", name, [name], lambda n=name, c=checked: _policy_counts(store, n, c),
+                                conf={"checked": checked, "patterns": [HASH_PATTERN, MASK_PATTERN]})
+        for col, policy in policies.items():
             pid = {"policy_id": f"pii:{name}.{col}", "kind": "pii", "target": f"{name}.{col}"}
             if col not in counts:
                 rows.append({**base, **pid, "status": "not_applicable", "observed": "table not written yet"})
@@ -175,7 +171,7 @@ def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> l
             rows.append({**base, **pid, "status": "not_applicable", "observed": "checked on log files at trim"
                          if rule.kind != "table" else "table not written yet"})
             continue
-        oldest = store.lake.read(target).agg(F.min(rule.ts_column)).first()[0]
+        oldest = oldest_value(store, memo, target, rule.ts_column)
         age = (now.replace(tzinfo=None) - oldest).days if oldest else 0
         rows.append({**base, **pid, "status": "violation" if age > rule.days else "compliant",
                      "observed": f"oldest row {age} days old (limit {rule.days})"})
@@ -183,7 +179,7 @@ def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> l
         rows.append({**base, "policy_id": f"access:{role}", "kind": "access", "target": role,
                      "status": "compliant", "observed": "enforced by SecureReader; decisions in audit_access"})
     # The gate holds when no stage ran after a blocked stage in the same run.
-    runs = store.rows("fact_job_runs", f"run_id = '{ctx.run_id}'")
+    runs = [r for r in store.rows("fact_job_runs") if r["run_id"] == ctx.run_id]
     blocked = [r for r in runs if r["status"] == "blocked"]
     later = [r for r in runs for b in blocked if r["started_ts"] > b["finished_ts"]]
     rows.append({**base, "policy_id": "quality:blocking-gate", "kind": "quality", "target": "*",
@@ -192,51 +188,94 @@ def audit_policy_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> l
     return rows
 
 
-def pii_scan_rows(ctx: RunContext, store: PlatformStore, now: datetime) -> list[dict]:
-    """``fact_pii_scan``: values of silver/gold PII columns equal to values landed in bronze (must be 0)."""
+def _policy_counts(store: PlatformStore, name: str, checked: dict[str, str]) -> dict[str, list[int]]:
+    """Per PII column: ``[values, values not in the policy's form]``, all columns in one Spark job."""
     from pyspark.sql import functions as F
 
-    from cpbi_spark.ingest.readers import safe_name
+    aggs = []
+    for i, (col, policy) in enumerate(checked.items()):
+        value = F.col(f"`{col}`").cast("string")
+        bad = {"hash": ~value.rlike(HASH_PATTERN), "mask": ~value.rlike(MASK_PATTERN), "drop": F.lit(True)}[policy]
+        aggs += [F.count(value).alias(f"n{i}"), F.sum(F.when(value.isNotNull() & bad, 1).otherwise(0)).alias(f"bad{i}")]
+    first = store.lake.read(name).agg(*aggs).first()
+    return {col: [first[f"n{i}"], first[f"bad{i}"] or 0] for i, col in enumerate(checked)}
 
-    landed: dict[str, list] = defaultdict(list)  # PII column -> bronze frames of its landed values
+
+def oldest_value(store: PlatformStore, memo: ScanMemo, table: str, column: str) -> datetime | None:
+    """The smallest ``column`` of ``table`` (naive UTC), read once per table state (retention trim and audit)."""
+    from pyspark.sql import functions as F
+
+    found = memo.value("oldest", f"{table}.{column}", [table],
+                       lambda: store.lake.read(table).agg(F.min(column)).first()[0])
+    return datetime.fromisoformat(found) if isinstance(found, str) else found
+
+
+def pii_scan_rows(ctx: RunContext, store: PlatformStore, now: datetime, memo: ScanMemo) -> list[dict]:
+    """``fact_pii_scan``: values of silver/gold PII columns equal to values landed in bronze (must be 0).
+
+    A column is scanned again only when it or a bronze table landing its values is at a new state
+    (``memo``); the columns to scan are scanned together in one Spark job.
+    """
+    from cpbi_spark.ingest.readers import safe_name
+    from cpbi_spark.platform.scan_memo import MISSING
+
+    # PII column -> the bronze (table, column) pairs holding its landed values (from the log: no data read)
+    feeds: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for source in ctx.config.sources.values():
         if not store.lake.exists(source.bronze_table):
             continue
-        bronze = store.lake.read(source.bronze_table)
+        landed = set(store.lake.engine.schema(store.lake.path(source.bronze_table)).fieldNames())
         for canon, file_col in source.columns.items():
-            if canon in ctx.config.platform.pii_columns and safe_name(file_col) in bronze.columns:
-                landed[canon].append(bronze.select(F.col(f"`{safe_name(file_col)}`").alias("v")))
-    scanned, policies = [], {}
+            if canon in ctx.config.platform.pii_columns and safe_name(file_col) in landed:
+                feeds[canon].append((source.bronze_table, safe_name(file_col)))
+    subjects: dict[tuple[str, str], tuple[str, str | None]] = {}  # (table, column) -> (policy, memo key)
     for name, cfg in ctx.config.tables.items():
         if cfg.layer not in ("silver", "gold") or not store.lake.exists(name):
             continue
         for col, policy in pii_columns_of(ctx.config, name).items():
-            if col in cfg.columns and col in landed:
-                policies[(name, col)] = policy
-                scanned.append(store.lake.read(name).select(F.lit(name).alias("d"), F.lit(col).alias("c"),
-                                                            F.col(col).cast("string").alias("v")))
-    if not scanned:
-        return []
-    clear = None
-    for col, frames in landed.items():
-        for f in frames:
-            part = f.select(F.lit(col).alias("c"), "v")
-            clear = part if clear is None else clear.unionByName(part)
-    # "***"-short values (a masked short name) identify nobody; longer clear values must never appear.
-    clear = clear.where(F.length(F.trim("v")) > 3).distinct().withColumn("_hit", F.lit(1))
-    values = scanned[0]
-    for f in scanned[1:]:
-        values = values.unionByName(f)
-    # One job for every column: rows scanned and clear values found per table and column.
-    counts = {(r["d"], r["c"]): (r["n"], r["found"]) for r in values.join(clear, ["c", "v"], "left")
-              .groupBy("d", "c").agg(F.count(F.lit(1)).alias("n"), F.count("_hit").alias("found")).collect()}
+            if col in cfg.columns and col in feeds:
+                key = memo.inputs([name, *(t for t, _ in feeds[col])], conf=sorted(feeds[col]))
+                subjects[(name, col)] = (policy, key)
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for (name, col), (_, key) in subjects.items():
+        found = memo.lookup("pii_scan", f"{name}.{col}", key)
+        if found is not MISSING:
+            counts[(name, col)] = tuple(found)
+    stale = [s for s in subjects if s not in counts]
+    if stale:
+        scanned = _scan_clear_values(store, stale, feeds)
+        for subject in stale:
+            counts[subject] = scanned.get(subject, (0, 0))
+            memo.keep("pii_scan", f"{subject[0]}.{subject[1]}", subjects[subject][1], list(counts[subject]))
     rows = []
-    for (name, col), policy in sorted(policies.items()):
-        n, found = counts.get((name, col), (0, 0))
+    for (name, col), (policy, _) in sorted(subjects.items()):
+        n, found = counts[(name, col)]
         rows.append({"run_id": ctx.run_id, "dataset_id": name, "column_name": col, "policy": policy,
                      "rows_scanned": n, "clear_values_found": found,
                      "status": "clear_text_found" if found else "clean", "scanned_ts": now})
     return rows
+
+
+def _scan_clear_values(store: PlatformStore, subjects: list[tuple[str, str]],
+                       feeds: dict[str, list[tuple[str, str]]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """``(rows scanned, clear values found)`` per (table, column), every one in a single Spark job."""
+    from pyspark.sql import functions as F
+
+    columns = sorted({col for _, col in subjects})
+    clear = None
+    for col in columns:
+        for table, landed in feeds[col]:
+            part = store.lake.read(table).select(F.lit(col).alias("c"), F.col(f"`{landed}`").alias("v"))
+            clear = part if clear is None else clear.unionByName(part)
+    # "***"-short values (a masked short name) identify nobody; longer clear values must never appear.
+    clear = clear.where(F.length(F.trim("v")) > 3).distinct().withColumn("_hit", F.lit(1))
+    values = None
+    for name, col in subjects:
+        part = store.lake.read(name).select(F.lit(name).alias("d"), F.lit(col).alias("c"),
+                                            F.col(col).cast("string").alias("v"))
+        values = part if values is None else values.unionByName(part)
+    return {(r["d"], r["c"]): (r["n"], r["found"]) for r in values.join(clear, ["c", "v"], "left")
+            .groupBy("d", "c").agg(F.count(F.lit(1)).alias("n"), F.count("_hit").alias("found")).collect()}
 
 
 def contract_rows(ctx: RunContext, store: PlatformStore, tables: list[str], now: datetime) -> list[dict]:
@@ -279,17 +318,20 @@ def trust_rows(results: list[dict]) -> list[dict]:
     return out
 
 
-def region_rows(ctx: RunContext, store: PlatformStore) -> list[dict]:
-    """``dim_region``: the platform's region (conf) and the merchant regions found in silver."""
+def region_rows(ctx: RunContext, store: PlatformStore, memo: ScanMemo) -> list[dict]:
+    """``dim_region``: the platform's region (conf) and the merchant regions found in silver (read once per
+    state of ``dim_merchant``, see ``memo``)."""
     from pyspark.sql import functions as F
+
+    def merchant_regions() -> list[dict]:
+        found = (store.lake.read("dim_merchant").where(F.col("region").isNotNull())
+                 .groupBy("region").agg(F.min("country").alias("country"), F.count(F.lit(1)).alias("n")).collect())
+        return [{"domain": "merchant", "region_code": r["region"], "name": r["region"], "country": r["country"],
+                 "members": r["n"]} for r in sorted(found, key=lambda r: r["region"])]
 
     plat = ctx.config.platform
     rows = [{"domain": "platform", "region_code": plat.region.code, "name": plat.region.name, "country": None,
              "members": 1}]
     if store.lake.exists("dim_merchant"):
-        for r in (store.lake.read("dim_merchant").where(F.col("region").isNotNull())
-                  .groupBy("region").agg(F.first("country", ignorenulls=True).alias("country"),
-                                         F.count(F.lit(1)).alias("n")).collect()):
-            rows.append({"domain": "merchant", "region_code": r["region"], "name": r["region"],
-                         "country": r["country"], "members": r["n"]})
+        rows += memo.value("regions", "dim_merchant", ["dim_merchant"], merchant_regions)
     return rows

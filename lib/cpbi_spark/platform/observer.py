@@ -234,8 +234,8 @@ class PlatformObserver(StageObserver):
         landed = {}
         if stage == "bronze":
             landed = {e["source"]: ctx.config.sources[e["source"]].bronze_table
-                      for e in store.rows("audit_ingest", f"batch_id = '{ctx.run_id}' AND status = 'landed'")
-                      if e["source"] in ctx.config.sources}
+                      for e in store.rows("audit_ingest")  # a small ledger: filtered here, no Spark job
+                      if e["batch_id"] == ctx.run_id and e["status"] == "landed" and e["source"] in ctx.config.sources}
         edges = governance.lineage_edges(reads, [c.table for c in commits], layers, landed)
         store.append_once("stage_lineage", [
             {"run_id": ctx.run_id, "stage": stage, "source_dataset": s, "source_kind": k, "target_dataset": t,
@@ -264,7 +264,7 @@ class PlatformObserver(StageObserver):
         if stage == "bronze":
             with store.timed("landing"):
                 self._record_landing(ctx, now, token)
-        if stage == "silver":
+        if stage == "silver" and "stage_quarantine" in attempt.tables:  # else this attempt quarantined nothing
             from cpbi_spark.platform.ingest_audit import parsing_error_rows
 
             store.upsert("ref_parsing_errors", parsing_error_rows(ctx, store, "silver", now), insert_only=True)

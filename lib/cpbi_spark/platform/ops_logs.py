@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from cpbi_spark.config.platform import ErrorCodeConfig
 
 if TYPE_CHECKING:
+    from cpbi_spark.platform.scan_memo import ScanMemo
     from cpbi_spark.platform.store import PlatformStore
     from cpbi_spark.runtime import RunContext
 
@@ -229,27 +230,35 @@ def log_file_rows(ctx: RunContext, loaded: set[str]) -> list[dict]:
     return rows
 
 
-def trim(ctx: RunContext, store: PlatformStore, now: datetime | None = None) -> list[dict]:
+def trim(ctx: RunContext, store: PlatformStore, now: datetime | None = None,
+         memo: ScanMemo | None = None) -> list[dict]:
     """Apply ``platform.retention``: delete rows and log files older than each rule's days.
 
-    Returns the ``stage_trimmed_logs`` rows of what was trimmed (also written).
+    Returns the ``stage_trimmed_logs`` rows of what was trimmed (also written). A table's oldest row is
+    read once per table state (``memo``; the policy audit that follows reuses it when nothing was trimmed).
     """
     from pyarrow import fs as pafs
 
+    from cpbi_spark.platform.governance import oldest_value
+    from cpbi_spark.platform.scan_memo import ScanMemo
+
     now = now or datetime.now(timezone.utc)
+    memo = memo or ScanMemo(store)
     trimmed: list[dict] = []
     for target, rule in ctx.config.platform.retention.items():
         cutoff = now - timedelta(days=rule.days)
-        cutoff_sql = cutoff.strftime("%Y-%m-%d %H:%M:%S")
+        # Spark reads and compares timestamps in UTC (the session time zone), naive.
+        naive_cutoff = cutoff.astimezone(timezone.utc).replace(tzinfo=None) if cutoff.tzinfo else cutoff
+        cutoff_sql = naive_cutoff.strftime("%Y-%m-%d %H:%M:%S")
         row = {"trim_id": f"{ctx.run_id}:{target}", "run_id": ctx.run_id, "target": target,
                "cutoff_ts": cutoff, "rows_trimmed": 0, "files_trimmed": 0, "bytes_trimmed": 0, "trimmed_ts": now}
         if rule.kind == "table":
             if not store.lake.exists(target):
                 continue
-            predicate = f"{rule.ts_column} < TIMESTAMP '{cutoff_sql}'"
-            old = store.lake.read(target).where(predicate).limit(1).count()
-            if not old:
+            oldest = oldest_value(store, memo, target, rule.ts_column)
+            if oldest is None or oldest >= naive_cutoff:  # nothing older than the cutoff: no Spark job to delete
                 continue
+            predicate = f"{rule.ts_column} < TIMESTAMP '{cutoff_sql}'"
             info = store.lake.delete(target, predicate)
             row["rows_trimmed"] = int(info.metrics.get("num_deleted", 0))
         else:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from cpbi_spark.platform.cost import money
 
 if TYPE_CHECKING:
+    from cpbi_spark.platform.scan_memo import ScanMemo
     from cpbi_spark.platform.store import PlatformStore
     from cpbi_spark.runtime import RunContext
 
@@ -240,8 +241,10 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
 
     from cpbi_spark.lakehouse import MergeSpec
     from cpbi_spark.platform import cost, governance, ops_logs
+    from cpbi_spark.platform.scan_memo import ScanMemo
 
     plat = ctx.config.platform
+    memo = ScanMemo(store)  # whole-table scans are reused while the tables they read are unchanged
     # Every table of A-D exists after a run that ended, empty when nothing happened yet (no incident, ...).
     for name in sorted({t for spec in plat.sources.values() for t in spec.tables}):
         if ctx.config.table(name).columns and not store.lake.exists(name):
@@ -308,7 +311,7 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
         a["started_ts"] = starts.get((a["run_id"], a["stage"], a["attempt"]))
     store.replace("fact_dataset_trust", governance.trust_rows(dq))
     store.replace("stage_alerts", alert_rows(incidents, dq, sla, anomalies, budgets, now))
-    store.replace("dim_region", governance.region_rows(ctx, store))
+    store.replace("dim_region", governance.region_rows(ctx, store, memo))
 
     if store.lake.exists("fact_logs"):
         volume = (store.lake.read("fact_logs").groupBy("instance", "service", "level")
@@ -316,7 +319,7 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
                        .alias("message_bytes")).collect())
         store.replace("fact_log_volume", [r.asDict() for r in volume])
 
-    trimmed = ops_logs.trim(ctx, store, now)
+    trimmed = ops_logs.trim(ctx, store, now, memo)
     known = {r["file_path"]: r for r in store.rows("audit_log_files")}
     loaded = {j["run_id"] for j in jobs}
     files = {r["file_path"]: {**r, "loaded_ts": (known.get(r["file_path"]) or {}).get("loaded_ts") or now}
@@ -334,8 +337,8 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
                                   "version": store.lake.version(t), "rows": n, "snapshot_ts": now}
                                  for t, n in table_counts(store, tables).items()],
         "audit_schema_contracts": governance.contract_rows(ctx, store, tables, now),
-        "audit_policies": governance.audit_policy_rows(ctx, store, now),
-        "fact_pii_scan": governance.pii_scan_rows(ctx, store, now),
+        "audit_policies": governance.audit_policy_rows(ctx, store, now, memo),
+        "fact_pii_scan": governance.pii_scan_rows(ctx, store, now, memo),
     }
     for name, records in end_of_run.items():
         if first:
@@ -343,11 +346,20 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
         else:
             store.upsert(name, records)
 
-    recon = _recon_rows(ctx, store, usage, run_costs, allocations, now)
-    if recon:
-        store.lake.merge("audit_recon", store.frame("audit_recon", recon), MergeSpec.upsert(
+    recon = _recon_rows(ctx, store, usage, run_costs, allocations, now, memo)
+    # Only checks whose outcome changed are merged (a rerun that changed nothing makes no MERGE and no version).
+    stored = {(r["domain"], r["check_name"]): (r["expected"], r["observed"], r["status"])
+              for r in store.rows("audit_recon") if r["domain"] in {c["domain"] for c in recon}}
+    changed = [c for c in recon if stored.get((c["domain"], c["check_name"])) != (c["expected"], c["observed"],
+                                                                                  c["status"])]
+    if changed:
+        store.lake.merge("audit_recon", store.frame("audit_recon", changed), MergeSpec.upsert(
             ["domain", "check_name"], only_if_changed=(
                 "NOT (t.expected <=> s.expected) OR NOT (t.observed <=> s.observed) OR t.status <> s.status")))
+    memo.save()
+    if memo.reused or memo.computed:
+        ctx.log.info("platform scans: %d result(s) reused (tables unchanged), %d computed", memo.reused,
+                     memo.computed)
 
 
 def table_counts(store: PlatformStore, tables: list[str]) -> dict[str, int]:
@@ -362,7 +374,7 @@ def _log_trim(ctx: RunContext, trimmed: list[dict]) -> None:
 
 
 def _recon_rows(ctx: RunContext, store: PlatformStore, usage: list[dict], run_costs: list[dict],
-                allocations: list[dict], now: datetime) -> list[dict]:
+                allocations: list[dict], now: datetime, memo: ScanMemo) -> list[dict]:
     """Platform checks in the conformed ``audit_recon`` (domains ``cost`` and ``ingest``)."""
     from pyspark.sql import functions as F
 
@@ -374,14 +386,17 @@ def _recon_rows(ctx: RunContext, store: PlatformStore, usage: list[dict], run_co
         ("cost", "usage cost - allocated cost (micro-USD)", Decimal(0),
          (sum((a["allocated_cost"] for a in allocations), Decimal(0)) - usage_total) * MICRO),
     ]
+    # Row counts come from the Delta log where the engine can; the filtered sums are read once per table state.
     if store.lake.exists("fact_raw_events") and store.lake.exists("audit_ingest"):
-        landed = store.lake.read("audit_ingest").where("status = 'landed'").agg(F.sum("rows_landed")).first()[0]
+        landed = memo.value("recon", "audit_ingest.rows_landed", ["audit_ingest"], lambda: store.lake.read(
+            "audit_ingest").where("status = 'landed'").agg(F.sum("rows_landed")).first()[0])
         checks.append(("ingest", "landed rows = raw events", Decimal(landed or 0),
-                       Decimal(store.lake.read("fact_raw_events").count())))
+                       Decimal(store.lake.row_count("fact_raw_events"))))
     if store.lake.exists("stage_quarantine") and store.lake.exists("ref_parsing_errors"):
+        errors = memo.value("recon", "ref_parsing_errors.after_bronze", ["ref_parsing_errors"], lambda: store.lake.read(
+            "ref_parsing_errors").where("stage <> 'bronze'").count())
         checks.append(("ingest", "quarantined records = parsing errors",
-                       Decimal(store.lake.read("stage_quarantine").count()),
-                       Decimal(store.lake.read("ref_parsing_errors").where("stage <> 'bronze'").count())))
+                       Decimal(store.lake.row_count("stage_quarantine")), Decimal(errors)))
     return [{"domain": d, "check_name": n, "expected": e.quantize(Decimal("0.01")),
              "observed": o.quantize(Decimal("0.01")), "difference": (o - e).quantize(Decimal("0.01")),
              "status": "balanced" if e.quantize(Decimal("0.01")) == o.quantize(Decimal("0.01")) else "unbalanced",
