@@ -54,11 +54,11 @@ def _load(args: argparse.Namespace):
                        overrides=parse_overrides(args.set))
 
 
-def _context(args: argparse.Namespace, full_refresh: bool = False):
+def _context(args: argparse.Namespace, full_refresh: bool = False, tracked: bool = False):
     from cpbi_spark.runtime import RunContext
 
     return RunContext.create(env=args.env, conf_dir=args.conf_dir, extra_files=args.source,
-                             overrides=parse_overrides(args.set), full_refresh=full_refresh)
+                             overrides=parse_overrides(args.set), full_refresh=full_refresh, tracked=tracked)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = list(dict.fromkeys(stages))  # "pipeline,all" runs each stage once
     if not stages:
         raise CpbiError("no stage given; choose one of: all, pipeline, " + ", ".join(names))
-    ctx = _context(args, full_refresh=args.full_refresh)
+    ctx = _context(args, full_refresh=args.full_refresh, tracked=True)
     print(f"cpbi run {args.stage}: env={ctx.config.env}, run_id={ctx.run_id}, engine={ctx.lake.engine.name}")
     print(f"  landing: {ctx.config.storage.landing}\n  lakehouse: {ctx.config.storage.root}")
     with tracked_run(ctx.config, f"pipeline-{args.stage}", params={

@@ -87,7 +87,13 @@ class RunContext:
         overrides: Mapping[str, Any] | None = None,
         spark: SparkSession | None = None,
         full_refresh: bool = False,
+        tracked: bool = False,
     ) -> RunContext:
+        """Load the conf, start (or reuse) the Spark session and attach the platform recorder.
+
+        ``tracked``: the run will be tracked in MLflow, whose store is opened in the background while the
+        session starts (:func:`cpbi_spark.tracking.warm_up`).
+        """
         from cpbi_spark.config import load_config
         from cpbi_spark.lakehouse import Lakehouse
         from cpbi_spark.session import get_spark
@@ -96,6 +102,10 @@ class RunContext:
         if conf_dir is not None:
             kwargs["conf_dir"] = conf_dir
         config = load_config(**kwargs)
+        if tracked:
+            from cpbi_spark.tracking import warm_up
+
+            warm_up(config)
         session = get_spark(config.spark, existing=spark, app_name=f"cpbi-{config.env}")
         started = datetime.now(timezone.utc)
         ctx = cls(session, config, Lakehouse(session, config), new_run_id(started), started,
