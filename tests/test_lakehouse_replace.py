@@ -6,7 +6,7 @@ from collections import Counter
 
 from cpbi_spark.lakehouse.signature import content_signature
 from cpbi_spark.runtime import RunContext
-from delta_log_reader import live_row_count, table_root
+from delta_log_reader import commit_versions, data_files_on_disk, live_files, live_row_count, table_root
 
 SCHEMA = "k int, v string, n double"
 
@@ -66,4 +66,16 @@ def test_replace_writes_only_a_different_content_and_then_holds_exactly_it(spark
     assert third.changed and lake.version("ref_limits") == version + 1
     assert stored() == want(edited)
     # A reader of the Delta log that shares no code with the writer sees the same live rows.
-    assert live_row_count(table_root(lake.path("ref_limits"))) == len(edited)
+    root = table_root(lake.path("ref_limits"))
+    assert live_row_count(root) == len(edited)
+
+    # The same rows again, now compared with the signature the last overwrite recorded: no commit.
+    fourth = lake.replace("ref_limits", lake.frame("ref_limits", list(reversed(edited))))
+    assert not fourth.changed and lake.version("ref_limits") == version + 1
+    # Another writer appends a row: the recorded signature no longer describes the table, which is read.
+    lake.append("ref_limits", lake.frame("ref_limits", [{"limit_name": "extra", "limit_value": 1.0}]))
+    fifth = lake.replace("ref_limits", lake.frame("ref_limits", edited))
+    assert fifth.changed and stored() == want(edited)
+    # Files written for a replace that made no commit are deleted: every data file on disk is in some version.
+    in_log = set().union(*(live_files(root, v) for v in commit_versions(root)))
+    assert data_files_on_disk(root) == in_log

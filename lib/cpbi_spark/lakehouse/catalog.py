@@ -254,39 +254,22 @@ class Lakehouse:
         """Make the table hold exactly the rows of ``df``: no commit when it already does, else one overwrite.
 
         Whether it already does is decided by the content signature of both sides (see
-        :mod:`cpbi_spark.lakehouse.signature`) in one Spark job, so a recompute that changed nothing
-        writes nothing (a rerun changes no version) and one that changed rows rewrites the table in one
-        commit. Use it for a table recomputed in full: a MERGE of a full recompute joins both sides whole
+        :mod:`cpbi_spark.lakehouse.signature` and :meth:`TableEngine.replace`), so a recompute that changed
+        nothing writes nothing (a rerun changes no version) and one that changed rows rewrites the table in
+        one commit. Use it for a table recomputed in full: a MERGE of a full recompute joins both sides whole
         and then also rewrites every file holding a changed row, which after a late change to a dimension
-        is most of them. ``df`` is computed once (cached for the check and the write); into an empty table
-        (the first load) it is appended straight from its plan, with nothing to compare.
+        is most of them. Into an empty table (the first load) ``df`` is appended straight from its plan,
+        with nothing to compare.
 
         Example:
             >>> lake.replace("fact_basket_lines", recomputed).changed   # doctest: +SKIP
             False
         """
-        from pyspark import StorageLevel
-
-        from cpbi_spark.lakehouse.engine import CommitInfo
-        from cpbi_spark.lakehouse.signature import content_signature
-
         self.ensure(name)
         if self.row_count(name) == 0:
-            # Nothing stored to compare with (the first load): append straight from the plan, no cache.
+            # Nothing stored to compare with (the first load): append straight from the plan.
             return self.append(name, df)
-        df = self.conform(name, df)
-        # A frame the caller already cached (and conformed) is used as it is, not cached a second time.
-        cache = df.storageLevel == StorageLevel.NONE
-        new = df.persist(StorageLevel.MEMORY_AND_DISK) if cache else df
-        try:
-            both = content_signature(new).crossJoin(
-                content_signature(self.read(name)).toDF("old_rows", "old_h64", "old_h32")).first()
-            if both[:3] == both[3:]:  # (rows, h64, h32) of the new frame and of the stored table
-                return CommitInfo(None, "OVERWRITE", metrics={"num_inserted": 0})
-            return self._record(name, self.engine.overwrite(new, self.path(name)))
-        finally:
-            if cache:
-                new.unpersist()
+        return self._record(name, self.engine.replace(self.conform(name, df), self.path(name)))
 
     def append_records(self, name: str, rows: list[dict], *, app_id: str | None = None,
                        app_version: int | None = None) -> CommitInfo:

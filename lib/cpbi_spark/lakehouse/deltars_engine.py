@@ -57,6 +57,8 @@ _T_PRESENT = "_cpbi_t"
 _S_PRESENT = "_cpbi_s"
 _ACTION = "_cpbi_action"
 _UNKNOWN_SIZE = 2**63 - 1  # Spark's size estimate of a plan it cannot size
+# An overwrite by ``replace`` records the content signature ``[rows, h64, h32]`` of what it wrote under this tag.
+SIGNATURE_TAG = "content_signature"
 
 
 def _norm(uri: str) -> str:
@@ -417,6 +419,57 @@ class DeltaRsEngine(TableEngine):
         if outside:
             raise TableError(f"{path}: overwrite with predicate {predicate!r}: some new rows do not match it")
         return self._rewrite_matching(dt, path, predicate, new_rows=df, operation="OVERWRITE")
+
+    def replace(self, df: DataFrame, path: str) -> CommitInfo:
+        """See :meth:`TableEngine.replace`. The executors write ``df`` once, straight from its plan (nothing
+        is cached); the written files are then compared with the table and deleted, uncommitted, when they
+        hold the same rows. The overwrite records the new content's signature in its commit
+        (:data:`SIGNATURE_TAG`), so the next replace of a table still at that version reads only its own
+        new files."""
+        from cpbi_spark.lakehouse.signature import content_signature
+
+        dt = self._ensure_table(df, path)
+        schema = self._spark_schema(dt)
+        adds = self._write_files(df, path)
+        new = content_signature(self._read_files([f"{path.rstrip('/')}/{a.path}" for a in adds], schema))
+        old = self._recorded_signature(dt)
+        if old is None:  # one job for both sides
+            both = new.crossJoin(content_signature(self._read_files(dt.file_uris(), schema))
+                                 .toDF("old_rows", "old_h64", "old_h32")).first()
+            signature, old = tuple(both[:3]), tuple(both[3:])
+        else:
+            signature = tuple(new.first())
+        if signature == old:
+            self._discard(path, adds)
+            return CommitInfo(None, "OVERWRITE", metrics={"num_inserted": 0})
+        replaced = len(dt.file_uris())  # mode="overwrite": delta-rs writes these remove actions itself
+        info = self._commit(dt, adds, "overwrite", "OVERWRITE", metrics={"num_inserted": int(signature[0])},
+                            tags={SIGNATURE_TAG: json.dumps([str(v) for v in signature])})
+        return dataclasses.replace(info, files_removed=replaced)
+
+    @staticmethod
+    def _recorded_signature(dt: DeltaTable) -> tuple | None:
+        """``(rows, h64, h32)`` that the commit of the table's current version recorded (a replace does),
+        else None: any later commit (an append, a MERGE, a compaction) leaves the version without one."""
+        from decimal import Decimal
+
+        last = dt.history(1)
+        raw = last[0].get(f"{TAG_PREFIX}{SIGNATURE_TAG}") if last else None
+        if raw is None or int(last[0].get("version", -1)) != dt.version():
+            return None
+        rows, h64, h32 = json.loads(raw)
+        return int(rows), Decimal(h64), Decimal(h32)
+
+    @staticmethod
+    def _discard(path: str, adds: list) -> None:
+        """Delete files written for a commit that is not made (the write's own folder under the table)."""
+        from pyarrow import fs as pafs
+
+        folders = {a.path.split("/", 1)[0] for a in adds}
+        for folder in folders:
+            full = f"{path.rstrip('/')}/{folder}"
+            filesystem, base = pafs.FileSystem.from_uri(full if "://" in full else f"file://{full}")
+            filesystem.delete_dir(base)
 
     def delete(self, path: str, predicate: str) -> CommitInfo:
         return self._rewrite_matching(self._table(path), path, predicate, new_rows=None, operation="DELETE")
