@@ -81,10 +81,17 @@ def _add_actions(dt: DeltaTable) -> list[dict]:
     return pa.table(dt.get_add_actions(flatten=True)).to_pylist()
 
 
+def _filesystem_of(uri: str):
+    """``(pyarrow filesystem, path in it)`` of a table path or file: a URI, or a local path."""
+    from pyarrow import fs as pafs
+
+    return pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+
+
 def _file_exists(uri: str) -> bool:
     from pyarrow import fs as pafs
 
-    filesystem, where = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    filesystem, where = _filesystem_of(uri)
     return filesystem.get_file_info(where).type != pafs.FileType.NotFound
 
 
@@ -286,7 +293,7 @@ class DeltaRsEngine(TableEngine):
         write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         out = f"{path.rstrip('/')}/{write_id}"
         df.write.mode("errorifexists").parquet(_spark_uri(out))
-        filesystem, base = pafs.FileSystem.from_uri(out if "://" in out else f"file://{out}")
+        filesystem, base = _filesystem_of(out)
         actions = []
         for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
             name = info.path.rsplit("/", 1)[-1]
@@ -410,11 +417,7 @@ class DeltaRsEngine(TableEngine):
 
         dt = self._ensure_table(df, path)
         if predicate is None:
-            adds = self._write_files(df, path)
-            replaced = len(dt.file_uris())  # mode="overwrite": delta-rs writes these remove actions itself
-            inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
-            info = self._commit(dt, adds, "overwrite", "OVERWRITE", metrics={"num_inserted": inserted})
-            return dataclasses.replace(info, files_removed=replaced)
+            return self._commit_overwrite(dt, self._write_files(df, path))
         outside = df.filter(~F.coalesce(F.expr(predicate), F.lit(False))).limit(1).count()
         if outside:
             raise TableError(f"{path}: overwrite with predicate {predicate!r}: some new rows do not match it")
@@ -442,9 +445,13 @@ class DeltaRsEngine(TableEngine):
         if signature == old:
             self._discard(path, adds)
             return CommitInfo(None, "OVERWRITE", metrics={"num_inserted": 0})
+        return self._commit_overwrite(dt, adds, tags={SIGNATURE_TAG: json.dumps([str(v) for v in signature])})
+
+    def _commit_overwrite(self, dt: DeltaTable, adds: list, *, tags: Mapping[str, str] | None = None) -> CommitInfo:
+        """Commit ``adds`` as the table's whole content (every live file of ``dt``'s version removed)."""
         replaced = len(dt.file_uris())  # mode="overwrite": delta-rs writes these remove actions itself
-        info = self._commit(dt, adds, "overwrite", "OVERWRITE", metrics={"num_inserted": int(signature[0])},
-                            tags={SIGNATURE_TAG: json.dumps([str(v) for v in signature])})
+        inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
+        info = self._commit(dt, adds, "overwrite", "OVERWRITE", metrics={"num_inserted": inserted}, tags=tags)
         return dataclasses.replace(info, files_removed=replaced)
 
     @staticmethod
@@ -463,12 +470,8 @@ class DeltaRsEngine(TableEngine):
     @staticmethod
     def _discard(path: str, adds: list) -> None:
         """Delete files written for a commit that is not made (the write's own folder under the table)."""
-        from pyarrow import fs as pafs
-
-        folders = {a.path.split("/", 1)[0] for a in adds}
-        for folder in folders:
-            full = f"{path.rstrip('/')}/{folder}"
-            filesystem, base = pafs.FileSystem.from_uri(full if "://" in full else f"file://{full}")
+        for folder in {a.path.split("/", 1)[0] for a in adds}:
+            filesystem, base = _filesystem_of(f"{path.rstrip('/')}/{folder}")
             filesystem.delete_dir(base)
 
     def delete(self, path: str, predicate: str) -> CommitInfo:

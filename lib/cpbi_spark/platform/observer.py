@@ -231,10 +231,10 @@ class PlatformObserver(StageObserver):
              "rows_deleted": c.info.metrics.get("num_deleted"), "committed_ts": now} for c in commits], token=token)
 
         layers = {name: cfg.layer for name, cfg in ctx.config.tables.items()}
-        landed = {}
+        landed, ledger = {}, []
         if stage == "bronze":
-            landed = {e["source"]: ctx.config.sources[e["source"]].bronze_table
-                      for e in store.rows("audit_ingest")  # a small ledger: filtered here, no Spark job
+            ledger = store.rows("audit_ingest")  # a small table, read once: filtered here, no Spark job
+            landed = {e["source"]: ctx.config.sources[e["source"]].bronze_table for e in ledger
                       if e["batch_id"] == ctx.run_id and e["status"] == "landed" and e["source"] in ctx.config.sources}
         edges = governance.lineage_edges(reads, [c.table for c in commits], layers, landed)
         store.append_once("stage_lineage", [
@@ -263,7 +263,7 @@ class PlatformObserver(StageObserver):
 
         if stage == "bronze":
             with store.timed("landing"):
-                self._record_landing(ctx, now, token)
+                self._record_landing(ctx, now, token, ledger)
         if stage == "silver" and "stage_quarantine" in attempt.tables:  # else this attempt quarantined nothing
             from cpbi_spark.platform.ingest_audit import parsing_error_rows
 
@@ -330,15 +330,15 @@ class PlatformObserver(StageObserver):
         self.store.append_once("stage_dq_failures", failures, token=token)
         self.store.append_once(WATERMARKS, watermark_rows(key, dq, now), token=token)
 
-    def _record_landing(self, ctx: RunContext, now: datetime, token: str) -> None:
-        """Source A after bronze: raw events, counts, volumes, arrivals, latency, schema drift, rejected files."""
+    def _record_landing(self, ctx: RunContext, now: datetime, token: str, ledger_all: list[dict]) -> None:
+        """Source A after bronze: raw events, counts, volumes, arrivals, latency, schema drift, rejected files
+        (``ledger_all``: every row of ``audit_ingest``)."""
         from pyspark import StorageLevel
 
         from cpbi_spark.platform import ingest_audit as A
 
         store = self.store
         token = f"platform/{ctx.run_id}/bronze-batch"  # per batch: a second bronze attempt of the run adds nothing
-        ledger_all = store.rows("audit_ingest")
         ledger = [e for e in ledger_all if e["batch_id"] == ctx.run_id]
         # Raw events come from the files this batch landed: with none (a scheduled run with nothing new)
         # there is nothing to read, and no Spark job is spent finding that out.
