@@ -60,10 +60,12 @@ def bench_suites(root: str, landing: str, outputs: str, env: str, tables: list[s
                 quality._RESULTS.clear()  # the per-run memo would answer the second call without validating
                 t0 = time.perf_counter()
                 results = quality.validate_table(store, table, suite, watermarks,
-                                                 incremental_min_rows=ctx.config.platform.dq_incremental_min_rows)
+                                                 incremental_min_rows=ctx.config.platform.dq_incremental_min_rows,
+                                                 local_max_rows=ctx.config.platform.dq_local_max_rows)
                 entry.setdefault(f"{mode}_seconds", []).append(round(time.perf_counter() - t0, 2))
                 entry[f"{mode}_validated_rows"] = results[0]["validated_rows"]
                 entry[f"{mode}_validation_mode"] = results[0]["validation_mode"]
+                entry[f"{mode}_validation_engine"] = results[0]["validation_engine"]
                 outcomes[mode] = _outcome(results)
         entry["same_outcome"] = outcomes["whole"] == outcomes["new_rows"]
         out["tables"][table] = entry

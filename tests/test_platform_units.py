@@ -297,7 +297,8 @@ def test_ge_context_built_in_the_background_is_built_once_and_used(monkeypatch, 
     assert quality.warm_up() is None  # built: nothing more to start
 
 
-def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
+@pytest.mark.parametrize("engine", ["spark", "pandas"])
+def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path, engine):
     from cpbi_spark.config.platform import ExpectationSuiteConfig
     from cpbi_spark.platform.quality import validate_table
     from cpbi_spark.platform.store import PlatformStore
@@ -314,29 +315,43 @@ def test_suite_is_validated_as_a_whole_with_great_expectations(spark, tmp_path):
     store.lake.append("dim_product", store.frame("dim_product", rows))
     store.lake.append("stg_transactions", store.frame("stg_transactions", [
         {"txn_id": "T1", "product_id": "P1", "txn_type": "SALE", "quantity": 1},
-        {"txn_id": "T2", "product_id": "P9", "txn_type": "SALE", "quantity": 1}]))
+        {"txn_id": "T2", "product_id": "P9", "txn_type": "SALE", "quantity": 1},
+        {"txn_id": "T3", "product_id": "P1", "txn_type": "SALE", "quantity": None}]))
     suite = ExpectationSuiteConfig.model_validate({"checks": [
         {"check": "sk_unique", "expect": "unique", "columns": ["product_sk"]},
         {"check": "price_ok", "expect": "between", "column": "list_price", "min": 0, "severity": "warning"},
         {"check": "ids_present", "expect": "not_null", "column": "product_id"},
         {"check": "known_dept", "expect": "in_set", "column": "department", "values": ["d"]},
-        {"check": "rows", "expect": "row_count", "sql": "SELECT count(*) + 1 FROM {stg_transactions}"},
+        {"check": "rows", "expect": "row_count", "sql": "SELECT count(*) FROM {stg_transactions}"},
         {"check": "pair_unique", "expect": "unique", "columns": ["product_id", "product_sk"]},
     ]})
-    results = {r["check_name"]: r for r in validate_table(store, "dim_product", suite)}
+    local_max = 0 if engine == "spark" else 10
+    results = {r["check_name"]: r for r in validate_table(store, "dim_product", suite, local_max_rows=local_max)}
+    assert {r["validation_engine"] for r in results.values()} == {engine}
     assert {k: r["check_status"] for k, r in results.items()} == {
         "sk_unique": "failed", "price_ok": "failed", "ids_present": "passed", "known_dept": "passed",
         "rows": "passed", "pair_unique": "passed"}
     assert results["sk_unique"]["unexpected_count"] == 2 and results["price_ok"]["unexpected_count"] == 1
+    assert results["sk_unique"]["sample"] == ["s2", "s2"] and results["price_ok"]["sample"] == [-1]
     assert results["rows"]["observed_value"] == "3"
     refs = {"checks": [{"check": "known_product", "expect": "references", "column": "product_id",
                         "table": "dim_product", "table_column": "product_id"}]}
-    (ref,) = validate_table(store, "stg_transactions", ExpectationSuiteConfig.model_validate(refs))
+    (ref,) = validate_table(store, "stg_transactions", ExpectationSuiteConfig.model_validate(refs),
+                            local_max_rows=local_max)
     assert ref["check_status"] == "failed" and ref["unexpected_count"] == 1  # P9 is not a product
+    assert ref["validation_engine"] == "spark"  # an SQL anti-join: Spark whatever the size
+    # A missing number is a null sample value on both engines (pandas holds it as NaN).
+    (qty,) = validate_table(store, "stg_transactions", ExpectationSuiteConfig.model_validate(
+        {"checks": [{"check": "qty", "expect": "not_null", "column": "quantity"}]}), local_max_rows=local_max)
+    assert (qty["validation_engine"], qty["unexpected_count"], qty["sample"]) == (engine, 1, [None])
     # A suite that reads no column (a row count alone) still counts every row.
     (count,) = validate_table(store, "dim_product", ExpectationSuiteConfig.model_validate(
-        {"checks": [{"check": "n", "expect": "row_count", "min": 3, "max": 3}]}))
+        {"checks": [{"check": "n", "expect": "row_count", "min": 3, "max": 3}]}), local_max_rows=local_max)
     assert count["check_status"] == "passed" and count["observed_value"] == "3"
+    # More rows than the bound: Spark.
+    (big,) = validate_table(store, "dim_product", ExpectationSuiteConfig.model_validate(
+        {"checks": [{"check": "n2", "expect": "row_count", "min": 1}]}), local_max_rows=2)
+    assert big["validation_engine"] == "spark" and big["observed_value"] == "3"
 
 
 def test_pii_policies_count_the_values_not_hashed_or_masked_per_column(spark, tmp_path):

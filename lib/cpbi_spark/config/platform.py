@@ -150,6 +150,9 @@ class PlatformConfig(_Model):
     # a table of at least this many rows that only grew since its last clean validation is validated on its
     # new rows (ctl_dq_watermarks); smaller ones whole, which costs less here (docs/platform.md)
     dq_incremental_min_rows: Annotated[int, Field(ge=0)] = 100_000
+    # at most this many validated rows go to GE's pandas engine in the driver (suites whose checks mean the
+    # same there); more, or 0, validate on Spark (docs/platform.md)
+    dq_local_max_rows: Annotated[int, Field(ge=0)] = 200_000
 
 
 class ExpectationConfig(_Model):

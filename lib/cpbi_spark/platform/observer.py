@@ -168,7 +168,8 @@ class PlatformObserver(StageObserver):
             with self.store.timed(f"dq:{table}"):
                 try:
                     found = validate_table(self.store, table, suite, watermarks,
-                                           incremental_min_rows=ctx.config.platform.dq_incremental_min_rows)
+                                           incremental_min_rows=ctx.config.platform.dq_incremental_min_rows,
+                                           local_max_rows=ctx.config.platform.dq_local_max_rows)
                 except Exception as exc:  # the suite could not run: every check is an error (blocking fails closed)
                     _log.exception("data-quality suite of %s could not run", table)
                     found = [{"check_name": c.check, "expectation_type": c.expect, "column_name": c.column,

@@ -2,9 +2,13 @@
 
 Each table's checks (``conf/base/expectations.yaml``) compile to one GE ``ExpectationSuite`` that is
 validated as a whole on the table's checked columns (cached once; GE computes the metrics of the suite
-together), whenever a stage commits to the table. ``references`` compiles to an ``UnexpectedRowsExpectation``
-(anti-join against the referenced table), ``row_count`` with ``sql`` to ``ExpectTableRowCountToEqual``
-with the count the SQL returns at validation time (``{table}`` = a lakehouse table).
+together), whenever a stage commits to the table. Rows that fit ``platform.dq_local_max_rows`` (a small
+table, or the rows a batch appended to a large one) are validated by GE's pandas engine in the driver
+instead, when every check of the suite means the same there (:func:`local_capable`): GE on Spark runs a
+few Spark jobs per suite, a fixed cost of seconds that dwarfs the work on a few thousand rows.
+``references`` compiles to an ``UnexpectedRowsExpectation`` (anti-join against the referenced table),
+``row_count`` with ``sql`` to ``ExpectTableRowCountToEqual`` with the count the SQL returns at validation
+time (``{table}`` = a lakehouse table).
 
 Example:
     >>> from cpbi_spark.config.platform import ExpectationConfig as C
@@ -136,7 +140,9 @@ def _build_context() -> None:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_spark("cpbi")
     asset = source.add_dataframe_asset("table")
-    _GX.update(gx=gx, context=context, batch=asset.add_batch_definition_whole_dataframe("whole"))
+    local = context.data_sources.add_pandas("cpbi_local").add_dataframe_asset("table")
+    _GX.update(gx=gx, context=context, batch=asset.add_batch_definition_whole_dataframe("whole"),
+               local_batch=local.add_batch_definition_whole_dataframe("whole"))
 
 
 def _expectation(gx: Any, spec: CheckSpec):
@@ -167,11 +173,67 @@ def _observed(result: dict, spec: CheckSpec) -> tuple[str, int | None, int | Non
         # alone, and may be none; the whole table's count is then 0, as a whole validation reports it.
         unexpected = 0
     pct = result.get("unexpected_percent")
-    sample = result.get("partial_unexpected_list") or []
+    sample = [{k: _plain(x) for k, x in v.items()} if isinstance(v, dict) else _plain(v)
+              for v in result.get("partial_unexpected_list") or []]
     text = f"{unexpected} unexpected" + (f" of {elements} ({pct:.3f}%)" if elements is not None and pct is not None
                                          else "")
     return text, None if unexpected is None else int(unexpected), None if elements is None else int(elements), \
         None if pct is None else float(pct), sample
+
+
+# The default of ``platform.dq_local_max_rows``. Measured here: a 4-check suite on a 43k-row table took 1.8-1.9 s
+# on Spark and 0.25 s on pandas (0.16 s of it moving the checked columns to the driver). The bound keeps the
+# driver's memory independent of the data size: larger frames stay on Spark.
+LOCAL_MAX_ROWS = 200_000
+_INTEGRAL = {"tinyint", "smallint", "int", "bigint"}
+_NUMERIC = _INTEGRAL | {"float", "double"}
+
+
+def local_capable(suite: ExpectationSuiteConfig, dtypes: dict[str, str]) -> bool:
+    """Whether GE's pandas engine decides every check of ``suite`` as its Spark engine does.
+
+    ``dtypes`` are the table's Spark column types (``DataFrame.dtypes``). Not so for a ``references``
+    check (an SQL anti-join: Spark only), a ``between`` on a non-numeric column (Spark casts a bound
+    such as ``'2024-01-01'`` to the column's type; pandas compares a date with a string and fails), or an
+    ``in_set`` whose values are not of the column's kind (Spark casts ``1`` to ``'1'``; pandas does not).
+
+    Example:
+        >>> from cpbi_spark.config.platform import ExpectationSuiteConfig as S
+        >>> local_capable(S.model_validate({"checks": [{"check": "q", "expect": "between", "column": "q",
+        ...                                             "min": 0}]}), {"q": "decimal(12,2)"})
+        True
+        >>> local_capable(S.model_validate({"checks": [{"check": "t", "expect": "in_set", "column": "t",
+        ...                                             "values": [1, 2]}]}), {"t": "string"})
+        False
+    """
+    def numeric(t: str | None) -> bool:
+        return t is not None and (t in _NUMERIC or t.startswith("decimal"))
+
+    for c in suite.checks:
+        kind = dtypes.get(c.column or "")
+        if c.expect == "references" or (c.expect == "between" and not numeric(kind)):
+            return False
+        if c.expect == "in_set":
+            strings = kind == "string" and all(isinstance(v, str) for v in c.values)
+            integers = kind in _INTEGRAL and all(isinstance(v, int) and not isinstance(v, bool) for v in c.values)
+            if not (strings or integers):
+                return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """A sample value as Python gives it (pandas hands numpy scalars, and NaN for a missing number)."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _is_local(frame: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(frame, pd.DataFrame)
 
 
 WATERMARKS = "ctl_dq_watermarks"
@@ -308,14 +370,16 @@ def _row_count_offset(spec: CheckSpec, offset: int) -> CheckSpec | None:
 
 
 def validate_table(store: PlatformStore, table: str, suite: ExpectationSuiteConfig,
-                   watermarks: list[dict] | None = None, *, incremental_min_rows: int = INCREMENTAL_MIN_ROWS
-                   ) -> list[dict]:
+                   watermarks: list[dict] | None = None, *, incremental_min_rows: int = INCREMENTAL_MIN_ROWS,
+                   local_max_rows: int = LOCAL_MAX_ROWS) -> list[dict]:
     """Validate ``table``'s suite as one GE run; one result dict per check.
 
     With ``watermarks`` (``ctl_dq_watermarks`` rows) and a clean validation of an earlier version of
     the same suite there, a table of at least ``incremental_min_rows`` rows that was only appended to
     since is validated on the appended rows (see :func:`incremental_base`); the results are the whole
-    table's, and ``validation_mode`` says ``incremental since version N``.
+    table's, and ``validation_mode`` says ``incremental since version N``. At most ``local_max_rows``
+    validated rows of a suite :func:`local_capable` of are validated on pandas (0: always on Spark);
+    ``validation_engine`` says which.
 
     Result keys: check_name, expectation_type, column_name, severity, check_status (passed|failed|error),
     observed_value, unexpected_count, element_count, unexpected_percent, sample, dataset_version,
@@ -346,7 +410,24 @@ def validate_table(store: PlatformStore, table: str, suite: ExpectationSuiteConf
     # table's raw text columns made its one-column uniqueness check take twice as long.
     columns = checked_columns(suite, table_df.columns)
     rows = table_df if appended is None else _incremental_batch(lake, table, suite, appended, mark.version, columns)
-    df: DataFrame = rows.select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
+    local_max = local_max_rows if local_capable(suite, dict(table_df.dtypes)) else 0
+
+    def frame_of(source: DataFrame, known_rows: int | None):
+        """The checked columns of ``source``: a pandas frame when they fit ``local_max``, else a cached
+        Spark frame. ``known_rows`` is the row count when the log tells it (a whole table)."""
+        chosen = source.select(*columns)
+        if local_max and (known_rows is None or known_rows <= local_max):
+            # A count first would cost a Spark job: fetch one row more than the bound instead.
+            local = (chosen if known_rows is not None else chosen.limit(local_max + 1)).toPandas()
+            if len(local) <= local_max:
+                return local
+        return chosen.persist(StorageLevel.MEMORY_AND_DISK)
+
+    def release(frame) -> None:
+        if not _is_local(frame):
+            frame.unpersist()
+
+    df = frame_of(rows, lake.row_count(table) if appended is None else None)
     try:
         specs = []
         for check in suite.checks:
@@ -359,22 +440,23 @@ def validate_table(store: PlatformStore, table: str, suite: ExpectationSuiteConf
             specs.append(compile_check(check, views, expected))
         # Row counts are checked on the validated rows against bounds less the rows left out.
         counted = appended is not None and any(c.expect == "row_count" for c in suite.checks)
-        validated = df.count() if counted else None
+        validated = (len(df) if _is_local(df) else df.count()) if counted else None
         offset = 0 if validated is None else lake.row_count(table) - validated
         run_specs = [_row_count_offset(s, offset) if offset else s for s in specs]
         if any(s is None for s in run_specs):  # a row count the validated rows cannot satisfy: check it all
-            df.unpersist()
-            df = table_df.select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
+            release(df)
+            df = frame_of(table_df, lake.row_count(table))
             appended, validated, offset, run_specs = None, None, 0, specs
         gx_suite = gx.ExpectationSuite(name=f"cpbi.{table}.{fingerprint}")
         for spec in run_specs:
             gx_suite.add_expectation(_expectation(gx, spec))
         gx_suite = gxs["context"].suites.add_or_update(gx_suite)
-        batch = gxs["batch"].get_batch(batch_parameters={"dataframe": df})
+        engine = "pandas" if _is_local(df) else "spark"
+        batch = gxs["local_batch" if engine == "pandas" else "batch"].get_batch(batch_parameters={"dataframe": df})
         outcome = batch.validate(gx_suite, result_format={"result_format": "BASIC",
                                                           "partial_unexpected_count": 5})
     finally:
-        df.unpersist()
+        release(df)
         for view in views.values():
             spark.catalog.dropTempView(view)
     mode = "full" if appended is None else f"incremental since version {mark.version}"
@@ -399,7 +481,8 @@ def validate_table(store: PlatformStore, table: str, suite: ExpectationSuiteConf
                         "observed_value": observed, "unexpected_count": unexpected, "element_count": elements,
                         "unexpected_percent": pct, "sample": sample, "dataset_version": version,
                         "kwargs": spec.kwargs, "table_id": table_id, "suite_fingerprint": fingerprint,
-                        "ref_versions": ref_versions, "validated_rows": validated, "validation_mode": mode})
+                        "ref_versions": ref_versions, "validated_rows": validated, "validation_mode": mode,
+                        "validation_engine": engine})
     _RESULTS[key] = results
     return results
 
