@@ -12,12 +12,14 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from cpbi_spark.ingest.bronze import BATCH_TAG, LANDED_TAG, landed_checksums, run_bronze
 from cpbi_spark.lakehouse.engine import TAG_PREFIX
 from cpbi_spark.runtime import RunContext
 from cpbi_spark.silver.stage import pending_batches, run_silver
 from delta_log_reader import commit_actions
-from landing_fixture import write_landing
+from landing_fixture import TRANSACTIONS, write_landing
 
 
 def _ctx(spark, root: Path) -> RunContext:
@@ -134,3 +136,24 @@ def test_pending_batches_come_from_the_commit_log_and_a_delete_falls_back_to_the
     assert second.lake.tag_values(table["customers"], BATCH_TAG) is None
     pending, jobs = _spark_jobs_during(spark, lambda: pending_batches(second, names))
     assert jobs and pending["customers"] == []
+
+
+@pytest.mark.parametrize("observed", [True, False], ids=["counted-while-written", "read-back"])
+def test_the_ledger_counts_each_files_rows_and_malformed_lines(spark, tmp_path, monkeypatch, observed):
+    """Per file, as written by hand in the landing fixture: 11 lines of which 1 malformed (T10), and a
+    second file of 3 lines of which 2 malformed. Both ways of counting (while the batch is written, or by
+    reading the batch back when there are too many files) give these."""
+    from cpbi_spark.ingest import bronze
+
+    landing = write_landing(tmp_path / "landing")
+    header = TRANSACTIONS.splitlines()[0]
+    (landing / "transactions" / "transactions_2024-02.csv").write_text(
+        header + "\nT20,B20,A1,C1,P1,S1,1,2.50,2.50,USD,SALE,card,2024-02-01T10:00:00+00:00\nT21,B21\nT22\n")
+    if not observed:
+        monkeypatch.setattr(bronze, "OBSERVED_FILES_MAX", 0)
+    ctx = _ctx(spark, tmp_path)
+    result = run_bronze(ctx)
+    ledger = {r["file_name"]: (r["rows_landed"], r["corrupt_rows"])
+              for r in ctx.lake.read_records("audit_ingest") if r["source"] == "transactions"}
+    assert ledger == {"transactions_2024-01.csv": (11, 1), "transactions_2024-02.csv": (3, 2)}
+    assert result.tables["raw_transactions"] == 14

@@ -89,6 +89,45 @@ def landed_checksums(ctx: RunContext, bronze_tables: list[str]) -> dict[str, set
     return ctx.lake.logged_values({t: t for t in bronze_tables}, "_source_sha256", LANDED_TAG)
 
 
+# Up to this many files landed at once are counted while they are written (two aggregates each); more are
+# counted by reading the batch back (one grouped Spark job).
+OBSERVED_FILES_MAX = 200
+
+
+def observe_file_counts(frame: DataFrame, files: list[LandingFile]) -> tuple[DataFrame, object | None]:
+    """``frame`` with per-file rows and corrupt rows observed (Spark's ``Observation``), and the observation.
+
+    The counts are collected by the action that writes the frame, so the ledger's counts cost no Spark
+    job of their own (before, the batch was read back from the bronze table and grouped). The observation
+    is None, and ``frame`` unchanged, when there are more than :data:`OBSERVED_FILES_MAX` files.
+
+    Example:
+        >>> frame, obs = observe_file_counts(frame, files)          # doctest: +SKIP
+        >>> lake.append("raw_transactions", frame); observed_file_counts(obs, files)  # doctest: +SKIP
+        {'9f2c...': (5083, 12)}
+    """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    if not files or len(files) > OBSERVED_FILES_MAX:
+        return frame, None
+    observation = Observation(f"cpbi-landed-{files[0].sha256[:12]}")
+    aggregates = []
+    for i, f in enumerate(files):
+        mine = F.col("_source_sha256") == F.lit(f.sha256)
+        aggregates += [F.count_if(mine).alias(f"n{i}"), F.count_if(mine & F.col(CORRUPT).isNotNull()).alias(f"bad{i}")]
+    return frame.observe(observation, *aggregates), observation
+
+
+def observed_file_counts(observation, files: list[LandingFile]) -> dict[str, tuple[int, int]]:
+    """sha256 -> (rows, corrupt rows) from :func:`observe_file_counts`'s observation, once the frame was written.
+
+    Only call it after an action ran over the observed frame: Spark waits for one otherwise.
+    """
+    got = observation.get
+    return {f.sha256: (int(got[f"n{i}"]), int(got[f"bad{i}"])) for i, f in enumerate(files)}
+
+
 def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]) -> tuple[int, list[dict]]:
     """Land the new files of one source (``done``: checksums of files already landed); return (rows
     landed, ledger rows)."""
@@ -119,14 +158,18 @@ def land_source(ctx: RunContext, name: str, source: SourceConfig, done: set[str]
     rows = 0
     if outcome.frame is not None and accepted:
         frame = with_lineage(outcome.frame, accepted, ctx.run_id, ctx.started_at)
+        frame, observation = observe_file_counts(frame, accepted)
         # The checksums commit with the rows: a file is never landed twice (see landed_checksums).
-        ctx.lake.append(source.bronze_table, frame,
-                        tags={LANDED_TAG: json.dumps(sorted({f.sha256 for f in accepted})),
-                              BATCH_TAG: json.dumps([ctx.run_id])})
-        counts = {r["_source_sha256"]: (r["n"], r["bad"]) for r in (
-            ctx.lake.read(source.bronze_table).filter(F.col("_batch_id") == ctx.run_id)
-            .groupBy("_source_sha256")
-            .agg(F.count(F.lit(1)).alias("n"), F.count(CORRUPT).alias("bad")).collect())}
+        info = ctx.lake.append(source.bronze_table, frame,
+                               tags={LANDED_TAG: json.dumps(sorted({f.sha256 for f in accepted})),
+                                     BATCH_TAG: json.dumps([ctx.run_id])})
+        if observation is not None and info.changed:  # the write ran over the frame: its counts are in
+            counts = observed_file_counts(observation, accepted)
+        else:  # read back what this batch landed
+            counts = {r["_source_sha256"]: (r["n"], r["bad"]) for r in (
+                ctx.lake.read(source.bronze_table).filter(F.col("_batch_id") == ctx.run_id)
+                .groupBy("_source_sha256")
+                .agg(F.count(F.lit(1)).alias("n"), F.count(CORRUPT).alias("bad")).collect())}
         for f in accepted:
             n, bad = counts.get(f.sha256, (0, 0))
             rows += n
