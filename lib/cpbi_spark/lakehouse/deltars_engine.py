@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from deltalake import DeltaTable
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
 
 _FILE = "_cpbi_file"
@@ -67,6 +67,18 @@ def _norm(uri: str) -> str:
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path).replace("//", "/")
     return f"{parsed.netloc}{unquote(parsed.path)}"
+
+
+def _escape(name: str) -> str:
+    """A column name for inside SQL backticks."""
+    return name.replace("`", "``")
+
+
+def _struct_of(columns: list[str], alias: str):
+    """``struct(`a`, `b`, ...) AS alias``: the columns nested under one name (one call into Spark)."""
+    from pyspark.sql import functions as F
+
+    return F.expr("struct(" + ", ".join(f"`{_escape(c)}`" for c in columns) + ")").alias(alias)
 
 
 def _spark_uri(uri: str) -> str:
@@ -534,8 +546,7 @@ class DeltaRsEngine(TableEngine):
         schema = self._spark_schema(dt)
         cols = schema.fieldNames()
         ta, sa = spec.target_alias, spec.source_alias
-        src = source.select(F.struct(*[F.col(f"`{c}`") for c in source.columns]).alias(sa),
-                            F.lit(True).alias(_S_PRESENT))
+        src = source.select(_struct_of(source.columns, sa), F.lit(True).alias(_S_PRESENT))
         for c in spec.when_not_matched_by_source:
             if c.action == "update" and c.set is None:  # SET * would null every column
                 raise TableError(f"{path}: MERGE: WHEN NOT MATCHED BY SOURCE THEN UPDATE needs explicit "
@@ -550,45 +561,44 @@ class DeltaRsEngine(TableEngine):
         if self._probe_first(dt, source, spec):
             # Find the files holding a matched row first (one join), so only those are read, joined in
             # full and cached below.
-            probe = self._read_files(files, schema, with_position=True).select(
-                F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW)
+            probe = self._read_files(files, schema, with_position=True).select(_struct_of(cols, ta), _FILE, _ROW)
             files = [r[0] for r in probe.join(src, on, "left_semi").select(_FILE).distinct().collect()]
         # NOT MATCHED BY SOURCE clauses act on rows of every file, not only the matched ones.
         tgt = self._read_files(files, schema, with_position=True).select(
-            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta), _FILE, _ROW, F.lit(True).alias(_T_PRESENT))
+            _struct_of(cols, ta), _FILE, _ROW, F.lit(True).alias(_T_PRESENT))
         joined = tgt.join(src, on, "full_outer")
-        matched = F.col(_T_PRESENT).isNotNull() & F.col(_S_PRESENT).isNotNull()
-        src_only = F.col(_T_PRESENT).isNull()
-        tgt_only = F.col(_S_PRESENT).isNull()
+        matched = f"({_T_PRESENT} IS NOT NULL AND {_S_PRESENT} IS NOT NULL)"
+        src_only, tgt_only = f"({_T_PRESENT} IS NULL)", f"({_S_PRESENT} IS NULL)"
 
-        def cond(expr: str | None) -> Column:
-            return F.coalesce(F.expr(expr), F.lit(False)) if expr else F.lit(True)
+        def cond(expr: str | None) -> str:
+            return f"coalesce(({expr}), false)" if expr else "true"
 
-        # One branch per clause, in SQL order: (row filter, kind, column -> expression).
-        branches: list[tuple[Column, str, dict[str, Column]]] = []
+        # One branch per clause, in SQL order: (row filter, kind, column -> SQL expression). The plan's
+        # expressions are built as SQL text, one call into Spark per column: building them from Column
+        # objects cost thousands of calls per MERGE (seconds per run, on the driver).
+        branches: list[tuple[str, str, dict[str, str]]] = []
         for c in spec.when_matched:
-            branches.append((matched & cond(c.condition), c.action, self._assign(c.set, cols, ta, sa, "update")))
+            branches.append((f"{matched} AND {cond(c.condition)}", c.action,
+                             self._assign_sql(c.set, cols, ta, sa, "update")))
         for c in spec.when_not_matched:
-            branches.append((src_only & cond(c.condition), "insert", self._assign(c.values, cols, ta, sa, "insert")))
+            branches.append((f"{src_only} AND {cond(c.condition)}", "insert",
+                             self._assign_sql(c.values, cols, ta, sa, "insert")))
         for c in spec.when_not_matched_by_source:
-            branches.append((tgt_only & cond(c.condition), c.action, self._assign(c.set, cols, ta, sa, "update")))
-        action = F.lit(-1)
-        for i, (flt, _, _) in reversed(list(enumerate(branches))):
-            action = F.when(flt, F.lit(i)).otherwise(action)
-        joined = joined.withColumn(_ACTION, action)
+            branches.append((f"{tgt_only} AND {cond(c.condition)}", c.action,
+                             self._assign_sql(c.set, cols, ta, sa, "update")))
+        action = " ".join(f"WHEN {flt} THEN {i}" for i, (flt, _, _) in enumerate(branches))
+        joined = joined.withColumn(_ACTION, F.expr(f"CASE {action} ELSE -1 END" if branches else "-1"))
         out_cols = []
         for field in schema.fields:
-            col = F.col(f"{ta}.`{field.name}`")
-            for i, (_, kind, assign) in reversed(list(enumerate(branches))):
-                if kind in ("update", "insert"):
-                    col = F.when(F.col(_ACTION) == i, assign[field.name]).otherwise(col)
+            cases = " ".join(f"WHEN {_ACTION} = {i} THEN ({assign[field.name]})"
+                             for i, (_, kind, assign) in enumerate(branches) if kind in ("update", "insert"))
+            current = f"{ta}.`{_escape(field.name)}`"
+            col = F.expr(f"CASE {cases} ELSE {current} END" if cases else current)
             out_cols.append(col.cast(field.dataType).alias(field.name))
-        kinds = {i: kind for i, (_, kind, _) in enumerate(branches)}
-        kind_col = F.lit("copy")
-        for i, kind in kinds.items():
-            kind_col = F.when(F.col(_ACTION) == i, F.lit(kind)).otherwise(kind_col)
-        kind_col = F.when(src_only & (F.col(_ACTION) == -1), F.lit("skip")).otherwise(kind_col)
-        result = joined.select(*out_cols, kind_col.alias(_ACTION), _FILE, F.when(matched, F.col(_ROW)).alias(_ROW)
+        kinds = " ".join(f"WHEN {_ACTION} = {i} THEN '{kind}'" for i, (_, kind, _) in enumerate(branches))
+        kind_col = F.expr(f"CASE WHEN {src_only} AND {_ACTION} = -1 THEN 'skip' {kinds} ELSE 'copy' END")
+        matched_row = F.expr(f"CASE WHEN {matched} THEN {_ROW} END").alias(_ROW)
+        result = joined.select(*out_cols, kind_col.alias(_ACTION), _FILE, matched_row
                                ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # Per file: rows of each kind, and matched rows vs distinct matched target rows (the check
@@ -626,24 +636,20 @@ class DeltaRsEngine(TableEngine):
 
         cols = schema.fieldNames()
         ta, sa = spec.target_alias, spec.source_alias
-        target = self._read_files(dt.file_uris(), schema).select(
-            F.struct(*[F.col(f"`{c}`") for c in cols]).alias(ta))
+        target = self._read_files(dt.file_uris(), schema).select(_struct_of(cols, ta))
         unmatched = src.join(target, F.expr(spec.predicate), "left_anti") if dt.file_uris() else src
-        choice = F.lit(-1)
         clauses = list(spec.when_not_matched)
-        for i, c in reversed(list(enumerate(clauses))):
-            hit = F.coalesce(F.expr(c.condition), F.lit(False)) if c.condition else F.lit(True)
-            choice = F.when(hit, F.lit(i)).otherwise(choice)
-        rows = unmatched.withColumn(_ACTION, choice).filter(F.col(_ACTION) >= 0)
-        # Each clause's assignments are built once: building them per column cost a JVM call per column
-        # pair (seconds per MERGE into a wide table, on the driver).
-        assigns = [self._assign(c.values, cols, ta, sa, "insert") for c in clauses]
+        choice = " ".join(f"WHEN coalesce(({c.condition}), false) THEN {i}" if c.condition else f"WHEN true THEN {i}"
+                          for i, c in enumerate(clauses))
+        rows = unmatched.withColumn(_ACTION, F.expr(f"CASE {choice} ELSE -1 END" if clauses else "-1")
+                                    ).filter(F.col(_ACTION) >= 0)
+        # As SQL text, one call into Spark per column (see merge).
+        assigns = [self._assign_sql(c.values, cols, ta, sa, "insert") for c in clauses]
         out = []
         for field in schema.fields:
-            col = F.lit(None)
-            for i in reversed(range(len(clauses))):
-                col = F.when(F.col(_ACTION) == i, assigns[i][field.name]).otherwise(col)
-            out.append(col.cast(field.dataType).alias(field.name))
+            cases = " ".join(f"WHEN {_ACTION} = {i} THEN ({a[field.name]})" for i, a in enumerate(assigns))
+            out.append(F.expr(f"CASE {cases} ELSE NULL END" if cases else "NULL").cast(field.dataType)
+                       .alias(field.name))
         # Written straight from the plan: one pass, no cached copy (the counts come from the files).
         adds = self._write_files(rows.select(*out), path)
         inserted = sum(json.loads(a.stats)["numRecords"] for a in adds)
@@ -653,16 +659,16 @@ class DeltaRsEngine(TableEngine):
         return self._commit(dt, adds, "append", "MERGE", metrics=metrics)
 
     @staticmethod
-    def _assign(mapping: dict[str, str] | None, cols: list[str], ta: str, sa: str, kind: str) -> dict[str, Column]:
-        from pyspark.sql import functions as F
-
+    def _assign_sql(mapping: dict[str, str] | None, cols: list[str], ta: str, sa: str, kind: str) -> dict[str, str]:
+        """Column -> SQL expression of one clause's assignments (unassigned: the target's value on update,
+        NULL on insert)."""
         if mapping is None:  # SET * / INSERT *: the source column of the same name
-            return {c: F.col(f"{sa}.`{c}`") for c in cols}
+            return {c: f"{sa}.`{_escape(c)}`" for c in cols}
         unknown = set(mapping) - set(cols)
         if unknown:
             raise TableError(f"MERGE {kind} names columns the table does not have: {sorted(unknown)}")
-        fallback = (lambda c: F.col(f"{ta}.`{c}`")) if kind == "update" else (lambda c: F.lit(None))
-        return {c: F.expr(mapping[c]) if c in mapping else fallback(c) for c in cols}
+        return {c: mapping[c] if c in mapping else (f"{ta}.`{_escape(c)}`" if kind == "update" else "NULL")
+                for c in cols}
 
     # ---------------------------------------------------------------- maintenance
     def file_sizes(self, path: str) -> list[int]:
