@@ -157,3 +157,28 @@ def test_the_ledger_counts_each_files_rows_and_malformed_lines(spark, tmp_path, 
               for r in ctx.lake.read_records("audit_ingest") if r["source"] == "transactions"}
     assert ledger == {"transactions_2024-01.csv": (11, 1), "transactions_2024-02.csv": (3, 2)}
     assert result.tables["raw_transactions"] == 14
+
+
+def test_the_ledger_appends_new_files_and_updates_a_files_changed_entry(spark, tmp_path):
+    from cpbi_spark.ingest.bronze import LEDGER, write_ledger
+
+    ctx = _ctx(spark, tmp_path)
+
+    def entry(sha, status, rows=0, reason=None):
+        return {"source": "transactions", "sha256": sha, "file_uri": f"file:/x/{sha}.csv", "file_name": f"{sha}.csv",
+                "bytes": 10, "batch_id": ctx.run_id, "status": status, "reason": reason, "rows_landed": rows,
+                "corrupt_rows": 0, "ingested_at": ctx.started_at}
+
+    def ledger():
+        return {r["sha256"]: (r["status"], r["rows_landed"]) for r in ctx.lake.read_records(LEDGER)}
+
+    write_ledger(ctx, [entry("a", "landed", 5), entry("b", "rejected", reason="new column")])
+    first = ctx.lake.version(LEDGER)
+    write_ledger(ctx, [entry("b", "rejected", reason="new column")])  # the same rejection on a rerun
+    assert ctx.lake.version(LEDGER) == first
+    # the mapping now keeps the new column: the same file lands; and a new file arrives
+    write_ledger(ctx, [entry("b", "landed", 7), entry("c", "landed", 2)])
+    assert ledger() == {"a": ("landed", 5), "b": ("landed", 7), "c": ("landed", 2)}
+    assert len(ctx.lake.read_records(LEDGER)) == 3  # one entry per file
+    write_ledger(ctx, [entry("d", "landed", 1)])
+    assert ledger()["d"] == ("landed", 1) and len(ctx.lake.read_records(LEDGER)) == 4

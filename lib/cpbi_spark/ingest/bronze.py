@@ -187,10 +187,24 @@ def _ledger_row(ctx: RunContext, source: str, f: LandingFile, status: str, reaso
 
 
 def write_ledger(ctx: RunContext, rows: list[dict]) -> None:
-    """Upsert the per-file ledger; an unchanged rejection on rerun writes nothing."""
+    """Upsert the per-file ledger; an unchanged rejection on rerun writes nothing.
+
+    The ledger is small and read without a Spark job: rows for files it does not hold yet (every
+    landing of new files) are appended as records; only a file whose entry changed (a rejected file
+    landed after a fix of its mapping) needs the MERGE, a few Spark jobs.
+    """
     from cpbi_spark.lakehouse import MergeSpec
 
     if not rows:
+        return
+    held = {(r["source"], r["sha256"]): r for r in ctx.lake.read_records(LEDGER)} if ctx.lake.exists(LEDGER) else {}
+    fields = ("status", "reason", "rows_landed")  # what the MERGE below compares
+    changed = [r for r in rows if (r["source"], r["sha256"]) in held
+               and any(held[(r["source"], r["sha256"])][f] != r[f] for f in fields)]
+    new = [r for r in rows if (r["source"], r["sha256"]) not in held]
+    if not changed:
+        if new:
+            ctx.lake.append_records(LEDGER, new)
         return
     df = ctx.lake.frame(LEDGER, rows)
     spec = MergeSpec.upsert(["source", "sha256"], only_if_changed=(
