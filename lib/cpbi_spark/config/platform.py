@@ -152,7 +152,7 @@ class PlatformConfig(_Model):
     dq_incremental_min_rows: Annotated[int, Field(ge=0)] = 100_000
     # at most this many validated rows go to GE's pandas engine in the driver (suites whose checks mean the
     # same there); more, or 0, validate on Spark (docs/platform.md)
-    dq_local_max_rows: Annotated[int, Field(ge=0)] = 200_000
+    dq_local_max_rows: Annotated[int, Field(ge=0)] = 50_000
 
 
 class ExpectationConfig(_Model):
