@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cpbi_spark.lakehouse.merge_spec import MatchedClause, MergeSpec, NotMatchedClause
+from cpbi_spark.lakehouse.merge_spec import MatchedClause, MergeSpec, NotMatchedClause, changed_condition
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -240,8 +240,6 @@ def scoped_merge_spec(keys: Sequence[str], columns: Sequence[str]) -> MergeSpec:
 
     Assignments are explicit (not ``SET *``) because the source carries the extra delete flag.
     """
-    from cpbi_spark.silver.stage import changed_condition
-
     assign = {c: f"s.`{c}`" for c in columns}
     others = [c for c in columns if c not in keys]
     changed = changed_condition(others) if others else "false"

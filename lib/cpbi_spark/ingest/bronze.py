@@ -193,12 +193,12 @@ def write_ledger(ctx: RunContext, rows: list[dict]) -> None:
     landing of new files) are appended as records; only a file whose entry changed (a rejected file
     landed after a fix of its mapping) needs the MERGE, a few Spark jobs.
     """
-    from cpbi_spark.lakehouse import MergeSpec
+    from cpbi_spark.lakehouse.merge_spec import MergeSpec, changed_condition
 
     if not rows:
         return
     held = {(r["source"], r["sha256"]): r for r in ctx.lake.read_records(LEDGER)} if ctx.lake.exists(LEDGER) else {}
-    fields = ("status", "reason", "rows_landed")  # what the MERGE below compares
+    fields = ("status", "reason", "rows_landed")  # compared here and by the MERGE below
     changed = [r for r in rows if (r["source"], r["sha256"]) in held
                and any(held[(r["source"], r["sha256"])][f] != r[f] for f in fields)]
     new = [r for r in rows if (r["source"], r["sha256"]) not in held]
@@ -207,8 +207,7 @@ def write_ledger(ctx: RunContext, rows: list[dict]) -> None:
             ctx.lake.append_records(LEDGER, new)
         return
     df = ctx.lake.frame(LEDGER, rows)
-    spec = MergeSpec.upsert(["source", "sha256"], only_if_changed=(
-        "t.status <> s.status OR NOT (t.reason <=> s.reason) OR t.rows_landed <> s.rows_landed"))
+    spec = MergeSpec.upsert(["source", "sha256"], only_if_changed=changed_condition(fields))
     ctx.lake.merge(LEDGER, df, spec)
 
 

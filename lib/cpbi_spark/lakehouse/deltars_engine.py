@@ -74,6 +74,11 @@ def _escape(name: str) -> str:
     return name.replace("`", "``")
 
 
+def _clause_condition(expr: str | None) -> str:
+    """A MERGE clause's condition as SQL: a NULL outcome does not take the clause; none is always true."""
+    return f"coalesce(({expr}), false)" if expr else "true"
+
+
 def _struct_of(columns: list[str], alias: str):
     """``struct(`a`, `b`, ...) AS alias``: the columns nested under one name (one call into Spark)."""
     from pyspark.sql import functions as F
@@ -570,21 +575,18 @@ class DeltaRsEngine(TableEngine):
         matched = f"({_T_PRESENT} IS NOT NULL AND {_S_PRESENT} IS NOT NULL)"
         src_only, tgt_only = f"({_T_PRESENT} IS NULL)", f"({_S_PRESENT} IS NULL)"
 
-        def cond(expr: str | None) -> str:
-            return f"coalesce(({expr}), false)" if expr else "true"
-
         # One branch per clause, in SQL order: (row filter, kind, column -> SQL expression). The plan's
         # expressions are built as SQL text, one call into Spark per column: building them from Column
         # objects cost thousands of calls per MERGE (seconds per run, on the driver).
         branches: list[tuple[str, str, dict[str, str]]] = []
         for c in spec.when_matched:
-            branches.append((f"{matched} AND {cond(c.condition)}", c.action,
+            branches.append((f"{matched} AND {_clause_condition(c.condition)}", c.action,
                              self._assign_sql(c.set, cols, ta, sa, "update")))
         for c in spec.when_not_matched:
-            branches.append((f"{src_only} AND {cond(c.condition)}", "insert",
+            branches.append((f"{src_only} AND {_clause_condition(c.condition)}", "insert",
                              self._assign_sql(c.values, cols, ta, sa, "insert")))
         for c in spec.when_not_matched_by_source:
-            branches.append((f"{tgt_only} AND {cond(c.condition)}", c.action,
+            branches.append((f"{tgt_only} AND {_clause_condition(c.condition)}", c.action,
                              self._assign_sql(c.set, cols, ta, sa, "update")))
         action = " ".join(f"WHEN {flt} THEN {i}" for i, (flt, _, _) in enumerate(branches))
         joined = joined.withColumn(_ACTION, F.expr(f"CASE {action} ELSE -1 END" if branches else "-1"))
@@ -639,8 +641,7 @@ class DeltaRsEngine(TableEngine):
         target = self._read_files(dt.file_uris(), schema).select(_struct_of(cols, ta))
         unmatched = src.join(target, F.expr(spec.predicate), "left_anti") if dt.file_uris() else src
         clauses = list(spec.when_not_matched)
-        choice = " ".join(f"WHEN coalesce(({c.condition}), false) THEN {i}" if c.condition else f"WHEN true THEN {i}"
-                          for i, c in enumerate(clauses))
+        choice = " ".join(f"WHEN {_clause_condition(c.condition)} THEN {i}" for i, c in enumerate(clauses))
         rows = unmatched.withColumn(_ACTION, F.expr(f"CASE {choice} ELSE -1 END" if clauses else "-1")
                                     ).filter(F.col(_ACTION) >= 0)
         # As SQL text, one call into Spark per column (see merge).

@@ -20,6 +20,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
+def changed_condition(columns: Sequence[str]) -> str:
+    """SQL that is true when any of ``columns`` differs between ``t`` and ``s`` (NULL-safe).
+
+    Example:
+        >>> changed_condition(["status", "reason"])
+        'NOT (t.`status` <=> s.`status`) OR NOT (t.`reason` <=> s.`reason`)'
+    """
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
+
+
 @dataclass(frozen=True)
 class MatchedClause:
     """WHEN MATCHED [AND condition] THEN UPDATE SET ... | DELETE.

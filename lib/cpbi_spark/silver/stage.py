@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from cpbi_spark.ingest.bronze import BATCH_TAG
 from cpbi_spark.ingest.readers import CORRUPT, EXTRA
-from cpbi_spark.lakehouse.merge_spec import MergeSpec, NotMatchedBySourceClause
+from cpbi_spark.lakehouse.merge_spec import MergeSpec, NotMatchedBySourceClause, changed_condition
 from cpbi_spark.runtime import StageResult
 from cpbi_spark.silver import entities as E
 from cpbi_spark.silver.pii import apply_pii, pii_salt
@@ -37,11 +37,6 @@ CONTROL_ARMS = ("control", "holdout", "no_contact", "no-contact", "none")
 DIGITAL_CHANNELS = ("online", "web", "mobile", "app", "ecommerce", "e-commerce")
 OUTCOME = "_outcome"
 PAYLOAD, RAW_AMOUNT = "_payload", "_received_amount"  # see SilverBatch.slim
-
-
-def changed_condition(columns: list[str]) -> str:
-    """SQL that is true when any of ``columns`` differs between ``t`` and ``s`` (NULL-safe)."""
-    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
 
 
 def sync_spec(keys: list[str], columns: list[str]) -> MergeSpec:
