@@ -44,7 +44,7 @@ from cpbi_spark.gold.incremental import (
     snapshot_starts,
 )
 from cpbi_spark.lakehouse.engine import CHANGE_COLUMN
-from cpbi_spark.lakehouse.merge_spec import MergeSpec
+from cpbi_spark.lakehouse.merge_spec import MergeSpec, changed_condition
 from cpbi_spark.runtime import StageResult
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _record_inputs(ctx: RunContext, by_stage: dict[str, dict[str, int]]) -> None
     # Only a new version is a change: a rerun on the same silver leaves this table as it is.
     ctx.lake.merge("ctl_stage_inputs", ctx.lake.frame("ctl_stage_inputs", rows), MergeSpec.upsert(
         ["stage", "table_name"],
-        only_if_changed="NOT (t.version <=> s.version) OR NOT (t.fingerprint <=> s.fingerprint)"))
+        only_if_changed=changed_condition(["version", "fingerprint"])))
 
 
 def _missing_outputs(ctx: RunContext) -> list[str]:
@@ -548,6 +548,6 @@ def reconcile(ctx: RunContext) -> list[dict]:
             for d, n, e, o in checks]
     df = lake.frame("audit_recon", rows)
     # Only a changed outcome is a new version: rerunning on the same data leaves the table as it is.
-    lake.merge("audit_recon", df, MergeSpec.upsert(["domain", "check_name"], only_if_changed=(
-        "NOT (t.expected <=> s.expected) OR NOT (t.observed <=> s.observed) OR t.status <> s.status")))
+    changed = changed_condition(["expected", "observed", "status"])  # status is never NULL: as `<>` would decide
+    lake.merge("audit_recon", df, MergeSpec.upsert(["domain", "check_name"], only_if_changed=changed))
     return rows

@@ -239,7 +239,7 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
     """
     from pyspark.sql import functions as F
 
-    from cpbi_spark.lakehouse import MergeSpec
+    from cpbi_spark.lakehouse.merge_spec import MergeSpec, changed_condition
     from cpbi_spark.platform import cost, governance, ops_logs
     from cpbi_spark.platform.scan_memo import ScanMemo
 
@@ -354,8 +354,7 @@ def refresh_all(ctx: RunContext, store: PlatformStore, now: datetime, *, written
                                                                                   c["status"])]
     if changed:
         store.lake.merge("audit_recon", store.frame("audit_recon", changed), MergeSpec.upsert(
-            ["domain", "check_name"], only_if_changed=(
-                "NOT (t.expected <=> s.expected) OR NOT (t.observed <=> s.observed) OR t.status <> s.status")))
+            ["domain", "check_name"], only_if_changed=changed_condition(["expected", "observed", "status"])))
     memo.save()
     if memo.reused or memo.computed:
         ctx.log.info("platform scans: %d result(s) reused (tables unchanged), %d computed", memo.reused,

@@ -111,7 +111,7 @@ class PlatformStore:
 
         Columns ending in ``_ts`` / ``_at`` (when a row was recorded) do not make a row "changed".
         """
-        from cpbi_spark.lakehouse import MergeSpec
+        from cpbi_spark.lakehouse.merge_spec import MergeSpec, changed_condition
 
         if isinstance(rows, list):
             if not rows:
@@ -123,7 +123,7 @@ class PlatformStore:
                 return self.lake.merge(name, self.lake.conform(name, rows), MergeSpec.insert_new(keys))
             # When a row was recorded is not a change of it: a repeated refresh writes no new version.
             others = [c for c in self.columns(name) if c not in keys and not c.endswith(("_ts", "_at"))]
-            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in others) or None
+            changed = changed_condition(others) or None
             return self.lake.merge(name, self.lake.conform(name, rows),
                                    MergeSpec.upsert(keys, only_if_changed=changed))
 
