@@ -475,6 +475,23 @@ def test_overrides_apply_last(conf: Path, tmp_path: Path) -> None:
     }
 
 
+def test_command_line_overrides_take_yaml_lists_and_maps(conf: Path) -> None:
+    from cpbi_spark.cli import parse_overrides
+    from cpbi_spark.errors import CpbiError
+
+    overrides = parse_overrides(["tables.dim_customer.tags=[a, b]", "spark.spark.sql.shuffle.partitions=3",
+                                 "storage.landing=/data/[ab]*"])
+    assert overrides["tables.dim_customer.tags"] == ["a", "b"]
+    assert overrides["storage.landing"] == "/data/[ab]*"  # not a flow list: a glob stays a string
+    cfg = load_config(conf, overrides=overrides)
+    assert cfg.table("dim_customer").tags == ["a", "b"]
+    assert cfg.spark["spark.sql.shuffle.partitions"] == "3"
+    with pytest.raises(CpbiError, match=r"--set tables.dim_customer.tags: .* not a YAML list or map"):
+        parse_overrides(["tables.dim_customer.tags=[a, {b]"])
+    with pytest.raises(CpbiError, match="KEY=VALUE"):
+        parse_overrides(["storage.root"])
+
+
 # --- lookups and display ------------------------------------------------------------------------
 
 

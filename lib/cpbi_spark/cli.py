@@ -38,11 +38,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs as overrides; a value in YAML flow style (``[a, b]``, ``{k: v}``) is a list/map.
+
+    Other values stay strings: the typed config converts them (``"16"`` -> 16) and reports a bad one
+    with its key.
+
+    >>> parse_overrides(["storage.root=/tmp/lake", "analyses.baskets.segments=[channel, region]"])
+    {'storage.root': '/tmp/lake', 'analyses.baskets.segments': ['channel', 'region']}
+    """
+    import yaml
+
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise CpbiError(f"--set expects KEY=VALUE, got {pair!r}")
+        text = value.strip()
+        if text[:1] in "[{" and text[-1:] in "]}":
+            try:
+                out[key.strip()] = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise CpbiError(f"--set {key.strip()}: {text!r} is not a YAML list or map: "
+                                f"{str(exc).splitlines()[0]}") from exc
+            continue
         out[key.strip()] = value
     return out
 
