@@ -52,6 +52,19 @@ def test_recommend_rules_first_and_without_backfill(spark):
         recommend(ctx, rules, None, 5, merge="best")
 
 
+def test_popularity_backfill_skips_each_users_own_context(spark):
+    # Ten products by popularity (p07 and p08 tie: the name decides); contexts of different sizes, the
+    # larger one holding most of the top: each user still gets the k most popular items it did not buy.
+    pop = spark.createDataFrame([(f"p{i:02d}", s) for i, s in enumerate(
+        [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.4, 0.2, 0.1], start=1)], "item string, score double")
+    ctx = spark.createDataFrame([("big", p) for p in ("p01", "p02", "p03", "p05", "p06")] + [("small", "p02")],
+                                "user string, item string")
+    for max_context in (None, 5):
+        rows = recommend(ctx, None, pop, 3, max_context=max_context).orderBy("user", "rank").collect()
+        got = {u: [r["item"] for r in rows if r["user"] == u] for u in ("big", "small")}
+        assert got == {"big": ["p04", "p07", "p08"], "small": ["p01", "p03", "p04"]}, max_context
+
+
 def test_rules_frame_selects_usable_rules(spark):
     rules = pd.DataFrame({"rule_id": [1, 2, 3], "antecedent": [("a",), ("b",), ("c",)],
                           "consequent": [("x",), ("y",), ("z",)], "lift": [2.0, 0.8, 3.0],

@@ -79,12 +79,20 @@ def recommend(context: DataFrame, rules: DataFrame | None, popularity: DataFrame
                      .select("user", "item", "score", F.lit("rule").alias("source"), "rule_id",
                              F.lit(0).alias("_priority")))
     if popularity is not None:
-        # A user's top k after removing the context needs at most k + |context| popular items.
+        # A user's top k after removing the context needs at most k + |context| popular items: each user
+        # gets the first k + |own context| of the popularity order (a hash join on the rank), not as many as
+        # the largest context asks, which made this part users x (k + largest context) rows.
         longest = max_context if max_context is not None else largest_context(ctx)
+        bound = k + min(int(longest), 10_000)
+        # At most `bound` rows in one window (a constant key: Spark warns about a window without one).
+        by_popularity = Window.partitionBy(F.lit(0)).orderBy(F.col("score").desc(), F.col("item"))
         top = (popularity.select(F.col("item").cast("string"), F.col("score").cast("double"))
-               .orderBy(F.col("score").desc(), F.col("item")).limit(k + min(int(longest), 10_000)))
-        users = ctx.select("user").distinct()
-        parts.append(users.crossJoin(F.broadcast(top)).join(ctx, ["user", "item"], "left_anti")
+               .orderBy(F.col("score").desc(), F.col("item")).limit(bound)
+               .withColumn("_pop_rank", F.row_number().over(by_popularity)))
+        wanted = (ctx.groupBy("user").agg(F.count("*").alias("_n"))
+                  .select("user", F.explode(F.sequence(F.lit(1), F.least(F.col("_n") + F.lit(k), F.lit(bound))))
+                          .alias("_pop_rank")))
+        parts.append(wanted.join(F.broadcast(top), "_pop_rank").join(ctx, ["user", "item"], "left_anti")
                      .select("user", "item", "score", F.lit("popularity").alias("source"),
                              F.lit(None).cast("bigint").alias("rule_id"), F.lit(1).alias("_priority")))
     if not parts:
