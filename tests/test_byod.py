@@ -15,7 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cpbi_spark.analytics.requirements import missing_for
-from cpbi_spark.errors import ConfigError, IngestError
+from cpbi_spark.errors import AnalysisError, ConfigError, IngestError
 from cpbi_spark.pipeline import run_stages
 from cpbi_spark.runtime import RunContext
 
@@ -43,6 +43,34 @@ pip fruit,yogurt,cream cheese ,meat spreads
 other vegetables,whole milk,condensed milk,long life bakery product
 """
 # by hand: 5 baskets, 16 item lines; "yogurt" in baskets 2 and 4.
+
+ORDER_PRODUCTS = """order_id,product_id,add_to_cart_order,reordered
+1,24852,1,1
+1,13176,2,0
+1,21137,3,1
+2,24852,1,1
+2,13176,2,1
+3,24852,1,0
+3,47209,2,0
+4,13176,1,1
+4,21137,2,0
+5,24852,1,1
+5,13176,2,1
+5,47209,3,1
+6,196,1,0
+7,,1,0
+"""
+INSTACART_PRODUCTS = """product_id,product_name,aisle_id,department_id
+196,Soda,77,7
+13176,Bag of Organic Bananas,24,4
+21137,Organic Strawberries,24,4
+24852,Banana,24,4
+47209,Organic Hass Avocado,24,4
+"""
+# by hand: 6 orders, 13 lines, and 1 line without a product (quarantined). Items: 24852 and 13176 in 4 orders,
+# 21137 and 47209 in 2, 196 in 1. Pairs: {13176, 24852} in orders 1, 2, 5; {13176, 21137} in 1, 4;
+# {24852, 47209} in 3, 5. Rule 24852 -> 13176: confidence 3/4, lift (3/4) / (4/6) = 1.125;
+# rule 21137 -> 13176: confidence 1, lift 1 / (4/6) = 1.5.
 
 CAMPAIGN = """recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend
 10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0
@@ -113,6 +141,45 @@ def test_basket_lines_mapping(spark, tmp_path):
     assert lines.filter(F.col("customer_id").isNotNull() | F.col("basket_ts").isNotNull()).count() == 0
     assert missing_for(ctx, "baskets") is None
     assert missing_for(ctx, "cohorts") == "no transaction line has a customer id"
+
+
+def test_order_products_mapping_mines_baskets_without_times(spark, tmp_path):
+    ctx, _ = _run(spark, tmp_path, "order_products.yaml",
+                  {"order_products__prior.csv": ORDER_PRODUCTS, "products.csv": INSTACART_PRODUCTS})
+    assert ctx.lake.read("fact_basket_lines").count() == 13
+    assert _reasons(ctx) == {"missing_key": 1}
+    assert missing_for(ctx, "cohorts") == "no transaction line has a customer id"
+    actx = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_products.yaml"], overrides={
+        **{k: str(v) for k, v in (("storage.root", ctx.config.storage.root),
+                                  ("storage.landing", ctx.config.storage.landing),
+                                  ("storage.outputs", ctx.config.storage.outputs))},
+        "platform.enabled": "false", "analyses.baskets.min_count": "2", "analyses.baskets.min_support": "0.01",
+        "analyses.baskets.segments": [], "analyses.baskets.levels": ["product", "department"]})
+    (result,) = run_stages(actx, ["baskets"])
+    assert "skipped" not in result.counters, result.counters
+    assert result.counters["evaluation"].startswith("skipped: no basket line has a time")
+    scopes = {r["level"]: r["n_baskets"] for r in actx.lake.read("basket_scopes").collect()}
+    assert scopes == {"product": 6, "department": 6}
+    counts = {r["itemset_key"]: r["support_count"] for r in actx.lake.read("basket_itemsets")
+              .filter("level = 'product'").collect()}
+    assert counts == {"24852": 4, "13176": 4, "21137": 2, "47209": 2, "13176 | 24852": 3, "13176 | 21137": 2,
+                      "24852 | 47209": 2}
+    rules = {(r["antecedent_key"], r["consequent_key"]): r for r in actx.lake.read("basket_rules")
+             .filter("level = 'product'").collect()}
+    banana = rules[("24852", "13176")]
+    assert (banana["confidence"], banana["lift"]) == (pytest.approx(0.75), pytest.approx(1.125))
+    assert banana["antecedent_names"] == "Banana" and banana["consequent_names"] == "Bag of Organic Bananas"
+    strawberries = rules[("21137", "13176")]
+    assert (strawberries["confidence"], strawberries["lift"]) == (pytest.approx(1.0), pytest.approx(1.5))
+    # no customer on the lines: nobody to recommend to, and nothing fails for it
+    assert actx.lake.read("basket_recommendations").count() == 0
+    # a time window cannot select baskets that have no time: a clear error, not an empty analysis
+    windowed = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_products.yaml"],
+                                 overrides={"storage.root": str(ctx.config.storage.root), "platform.enabled": "false",
+                                            "storage.outputs": str(tmp_path / "out2"),
+                                            "analyses.baskets.window.last_days": "30"})
+    with pytest.raises(AnalysisError, match="window selects baskets by time, but no basket line has a time"):
+        run_stages(windowed, ["baskets"])
 
 
 def test_campaign_test_mapping(spark, tmp_path):

@@ -32,6 +32,7 @@ from cpbi_spark.analytics.baskets.guard import Limits
 from cpbi_spark.analytics.baskets.rules import generate_rules
 from cpbi_spark.analytics.baskets.significance import add_significance
 from cpbi_spark.analytics.baskets.value import attach_value, rank_rules
+from cpbi_spark.errors import AnalysisError
 from cpbi_spark.runtime import StageResult
 
 if TYPE_CHECKING:
@@ -281,17 +282,19 @@ def _evaluate(ctx: RunContext, cfg: BasketsConfig, product_units: DataFrame, las
 
 
 def _recommendations(ctx: RunContext, cfg: BasketsConfig, rules: pd.DataFrame, product_units: DataFrame,
-                     end: dt.datetime, run_id: str, product_names: dict[str, str]) -> DataFrame:
+                     end: dt.datetime | None, run_id: str, product_names: dict[str, str]) -> DataFrame:
     from pyspark.sql import functions as F
 
     from cpbi_spark.analytics.baskets.recommend import popularity_scores, recommend
 
     rc = cfg.recommend
-    start = end - dt.timedelta(days=rc.context_days)
     kept = product_units.filter("kept")
-    context = (kept.filter((F.col("basket_ts") >= F.lit(start)) & (F.col("basket_ts") < F.lit(end))
-                           & F.col("customer_id").isNotNull())
-               .select(F.col("customer_id").alias("user"), "item"))
+    recent = F.col("customer_id").isNotNull()
+    start = None
+    if end is not None:  # lines without times: the context is the customer's whole history
+        start = end - dt.timedelta(days=rc.context_days)
+        recent &= (F.col("basket_ts") >= F.lit(start)) & (F.col("basket_ts") < F.lit(end))
+    context = kept.filter(recent).select(F.col("customer_id").alias("user"), "item")
     popularity = (_backfill(popularity_scores(encode.transactions(kept)), product_units, cfg)
                   if rc.backfill_popularity else None)
     recs = recommend(context, _rec_rules(ctx, rules, cfg), popularity, rc.k, merge=rc.merge)
@@ -307,7 +310,8 @@ def _recommendations(ctx: RunContext, cfg: BasketsConfig, rules: pd.DataFrame, p
             .select(F.lit(run_id).alias("run_id"), F.col("user").alias("customer_id"), "rank",
                     F.col("item").alias("product_id"), "product_name", "score", "source", "rule_id",
                     "antecedent_key", "confidence", "lift", "expected_net_value",
-                    F.lit(start).alias("context_start"), F.lit(end).alias("context_end")))
+                    F.lit(start).cast("timestamp").alias("context_start"),
+                    F.lit(end).cast("timestamp").alias("context_end")))
 
 
 def run(ctx: RunContext) -> StageResult:
@@ -328,12 +332,24 @@ def run(ctx: RunContext) -> StageResult:
         result.counters["skipped"] = "fact_basket_lines does not exist: run the gold stage first"
         return result
     lines = lake.read("fact_basket_lines")
-    last_ts = lines.agg(F.max("basket_ts")).first()[0]
-    if last_ts is None:
+    seen = lines.agg(F.max("basket_ts").alias("last"), F.count(F.lit(1)).alias("n")).first()
+    if seen["n"] == 0:
         result.counters["skipped"] = "fact_basket_lines holds no basket"
         return result
-    start, end = encode.window_bounds(cfg, last_ts)
-    end = end or dt.datetime.combine(last_ts.date() + dt.timedelta(days=1), dt.time())
+    last_ts = seen["last"]
+    if last_ts is not None:
+        start, end = encode.window_bounds(cfg, last_ts)
+        end = end or dt.datetime.combine(last_ts.date() + dt.timedelta(days=1), dt.time())
+    else:
+        # An export without times (one basket per line, order-product lists): every basket is mined; what
+        # needs a time (a window, the time-split evaluation, recent-purchase contexts) cannot be done.
+        w = cfg.window
+        if w.start or w.end or w.last_days is not None:
+            raise AnalysisError("analyses.baskets.window selects baskets by time, but no basket line has a time: "
+                                "remove the window or map the export's timestamp column (posted_ts)")
+        start = end = None
+        ctx.log.warning("baskets: no basket line has a time: every basket is mined, the time-split "
+                        "evaluation is skipped and recommendations use each customer's whole history")
     customers = lake.read("dim_customer") if lake.exists("dim_customer") else None
     products = lake.read("dim_product") if lake.exists("dim_product") else None
     product_names: dict[str, str] = {}
@@ -359,7 +375,9 @@ def run(ctx: RunContext) -> StageResult:
                 rules = build_rules(fi, profile, cfg)
             product_units = units.filter(F.col("scope") == PRODUCT_ALL)
             eval_rows, eval_metrics = (pd.DataFrame(), {})
-            if cfg.evaluation.enabled:
+            if cfg.evaluation.enabled and last_ts is None:
+                result.counters["evaluation"] = "skipped: no basket line has a time (the evaluation splits by time)"
+            elif cfg.evaluation.enabled:
                 with _timed(ctx, timings, "evaluate"):
                     eval_rows, eval_metrics = _evaluate(ctx, cfg, product_units, last_ts, ctx.run_id)
             with _timed(ctx, timings, "write"):
