@@ -72,6 +72,27 @@ INSTACART_PRODUCTS = """product_id,product_name,aisle_id,department_id
 # {24852, 47209} in 3, 5. Rule 24852 -> 13176: confidence 3/4, lift (3/4) / (4/6) = 1.125;
 # rule 21137 -> 13176: confidence 1, lift 1 / (4/6) = 1.5.
 
+OLIST_ITEMS = """order_id,order_item_id,product_id,seller_id,shipping_limit_date,price,freight_value
+o1,1,p1,s1,2017-10-06 11:07:15,29.99,8.72
+o1,2,p1,s1,2017-10-06 11:07:15,29.99,8.72
+o2,1,p2,s2,2017-10-07 09:00:00,100.00,10.00
+o3,1,p3,s1,2017-11-09 12:00:00,15.50,5.00
+o4,1,p2,s2,2017-11-10 12:00:00,100.00,10.00
+"""
+OLIST_ORDERS = """order_id,customer_id,order_status,order_purchase_timestamp,order_approved_at
+o1,c1,delivered,2017-10-02 10:56:33,2017-10-02 11:07:15
+o2,c2,delivered,2017-10-03 09:00:00,2017-10-03 09:10:00
+o3,c1,delivered,2017-11-05 12:00:00,2017-11-05 12:10:00
+"""
+OLIST_PRODUCTS = """product_id,product_category_name,product_weight_g
+p1,perfumaria,225
+p2,artes,1000
+p3,esporte_lazer,154
+"""
+# by hand: 5 item lines, 4 with an order header (o1 twice: two units are two rows, told apart by
+# order_item_id), o4 has none (missing_header). Sao Paulo was UTC-3 on 2017-10-02 and UTC-2 (summer
+# time from 2017-10-15) on 2017-11-05: 10:56:33 -> 13:56:33 UTC, 12:00 -> 14:00 UTC.
+
 CAMPAIGN = """recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend
 10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0
 6,3) $200 - $350,329.08,1,1,Rural,1,Web,No E-Mail,0,0,0
@@ -180,6 +201,60 @@ def test_order_products_mapping_mines_baskets_without_times(spark, tmp_path):
                                             "analyses.baskets.window.last_days": "30"})
     with pytest.raises(AnalysisError, match="window selects baskets by time, but no basket line has a time"):
         run_stages(windowed, ["baskets"])
+
+
+def test_order_items_take_customer_and_time_from_their_order_header(spark, tmp_path):
+    ctx, _ = _run(spark, tmp_path, "order_items.yaml", {"olist_order_items_dataset.csv": OLIST_ITEMS,
+                                                        "olist_orders_dataset.csv": OLIST_ORDERS,
+                                                        "olist_products_dataset.csv": OLIST_PRODUCTS})
+    lines = {(r["basket_id"], float(r["amount"]), r["customer_id"], r["posted_ts"].isoformat())
+             for r in ctx.lake.read("stg_transactions").collect()}
+    assert ctx.lake.read("stg_transactions").count() == 4
+    assert lines == {("o1", 29.99, "c1", "2017-10-02T13:56:33"), ("o2", 100.0, "c2", "2017-10-03T12:00:00"),
+                     ("o3", 15.5, "c1", "2017-11-05T14:00:00")}
+    assert _reasons(ctx) == {"missing_header": 1}
+    (missing,) = ctx.lake.read("stage_quarantine").collect()
+    assert "no order header in ref_order_headers for basket_id o4" in missing["detail"]
+    facts = ctx.lake.read("fact_transactions")
+    assert {r["customer_id"] for r in facts.collect()} == {"c1", "c2"}
+    assert ctx.lake.read("dim_product").filter(F.col("product_id") == "p1").first()["category"] == "perfumaria"
+    recon = ctx.lake.read("audit_recon").collect()
+    assert all(r["status"] == "balanced" for r in recon), [r.asDict() for r in recon]
+    assert [missing_for(ctx, a) for a in ("baskets", "cohorts", "clv")] == [None, None, None]
+    # o4's order arrives later: a silver full refresh takes the quarantined line in, the others stay as they were
+    (tmp_path / "landing" / "olist_orders_late.csv").write_text(
+        "order_id,customer_id,order_status,order_purchase_timestamp\no4,c3,delivered,2017-11-06 08:00:00\n")
+    run_stages(ctx, ["bronze"])
+    refresh = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_items.yaml"],
+                                overrides={"storage.root": ctx.config.storage.root,
+                                           "storage.landing": ctx.config.storage.landing,
+                                           "storage.outputs": ctx.config.storage.outputs, "platform.enabled": "false"},
+                                full_refresh=True)
+    run_stages(refresh, ["silver"])
+    late = {(r["basket_id"], r["customer_id"], r["posted_ts"].isoformat())
+            for r in ctx.lake.read("stg_transactions").collect()}
+    assert late == {(b, c, t) for b, _, c, t in lines} | {("o4", "c3", "2017-11-06T10:00:00")}
+    assert ctx.lake.read("stg_transactions").count() == 5
+
+
+def test_header_join_mistakes_are_reported_with_their_keys(tmp_path):
+    from cpbi_spark.config import load_config
+
+    mapping = tmp_path / "mine.yaml"
+    mapping.write_text((SOURCES / "order_items.yaml").read_text().replace(
+        "columns: [customer_id, posted_ts]", "columns: [customer_id, posted_ts, store_id, quantity]").replace(
+        "unit_price: price\n", "unit_price: price\n      posted_ts: shipping_limit_date\n").replace(
+        "keys: [basket_id]", "keys: [basket_id, customer_id]"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(env="ci", extra_files=[mapping])
+    problems = {(p.key, p.reason.split(":")[0].split(" (")[0].split(";")[0]) for p in exc.value.problems}
+    assert problems == {
+        ("sources.transactions.header.table", "table 'ref_order_headers' must have keys [basket_id]"),
+        ("sources.transactions.header.columns[1]", "'posted_ts' is mapped on the lines too"),
+        ("sources.transactions.header.columns[2]", "'store_id' is not a column of table 'ref_order_headers'"),
+        ("sources.transactions.header.columns[3]", "'quantity' cannot come from an order header"),
+    }, exc.value.problems
+    assert all(p.file == str(mapping) for p in exc.value.problems)
 
 
 def test_campaign_test_mapping(spark, tmp_path):

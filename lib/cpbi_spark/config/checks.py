@@ -116,6 +116,8 @@ def check_source(
             issues.append(((*where, "target_table"), f"table {source.target_table!r} is not declared in tables"))
     elif source.target_table is not None:
         issues.append(((*where, "target_table"), "only an entity 'table' source has a target_table"))
+    if source.header is not None:
+        issues += _header_issues(where, entity, source, table_names, tables)
     if source.format == "basket_lines" and set(source.columns) - {"items"}:
         issues.append(((*where, "columns"), "a basket_lines file has one column per line: map only 'items'"))
     for i, rule in enumerate(source.exclude):
@@ -131,6 +133,36 @@ def check_source(
     for column in source.returns.id_prefix:
         if column not in source.columns:
             issues.append(((*where, "returns", "id_prefix", column), f"{column!r} is not a mapped column"))
+    return issues
+
+
+HEADER_COLUMNS = ("customer_id", "account_id", "posted_ts", "store_id", "channel", "payment_method", "country")
+
+
+def _header_issues(where: tuple, entity: str, source: SourceConfig, table_names: Collection[str] | None,
+                   tables: Mapping[str, TableConfig]) -> list[Issue]:
+    """A header join: on transaction lines, from a declared table keyed on basket_id, of header-level columns."""
+    header = source.header
+    at = (*where, "header")
+    issues: list[Issue] = []
+    if entity != "transactions":
+        issues.append((at, f"only transaction lines take columns from order headers (this source is {entity!r})"))
+    if "basket_id" not in source.columns:
+        issues.append((at, "the lines need basket_id mapped: it is how a line finds its order header"))
+    if table_names is not None and header.table not in table_names:
+        issues.append(((*at, "table"), f"table {header.table!r} is not declared in tables"))
+    elif header.table in tables and list(tables[header.table].keys) != ["basket_id"]:
+        issues.append(((*at, "table"), f"table {header.table!r} must have keys [basket_id] (one header per "
+                                       f"order), not {list(tables[header.table].keys)}"))
+    declared = tables[header.table].columns if header.table in tables else None
+    for i, column in enumerate(header.columns):
+        if column not in HEADER_COLUMNS:
+            issues.append(((*at, "columns", i), f"{column!r} cannot come from an order header; choose from "
+                                                f"{', '.join(HEADER_COLUMNS)}"))
+        elif column in source.columns:
+            issues.append(((*at, "columns", i), f"{column!r} is mapped on the lines too: take it from one place"))
+        elif declared is not None and column not in declared:
+            issues.append(((*at, "columns", i), f"{column!r} is not a column of table {header.table!r}"))
     return issues
 
 

@@ -138,6 +138,17 @@ class ReturnRule(_Model):
     id_prefix: Annotated[dict[ColumnName, NonEmptyStr], EmptyDictIfNone] = Field(default_factory=dict)
 
 
+class HeaderJoin(_Model):
+    """Order headers for lines exported without them: customer, time, store live on the order, not the line.
+
+    ``table`` is a declared table keyed on ``basket_id`` and filled by an ``entity: table`` source (the
+    headers file); ``columns`` are the canonical columns a line takes from its order's header.
+    """
+
+    table: Name
+    columns: Annotated[list[ColumnName], Field(min_length=1)]
+
+
 class SourceConfig(_Model):
     """One logical landing source and how its file columns map to canonical names."""
 
@@ -169,6 +180,8 @@ class SourceConfig(_Model):
     target_table: Name | None = None
     # entity "campaign_results": arm values that mean "not contacted" (the control group)
     control_arms: Annotated[list[NonEmptyStr], EmptyListIfNone] = Field(default_factory=list)
+    # entity "transactions": columns taken from the order headers (a separate file) by basket_id
+    header: HeaderJoin | None = None
 
     def entity_of(self, name: str) -> str:
         """The entity of this source (its ``entity``, else its name)."""

@@ -180,12 +180,15 @@ def _common_rules(name: str, source: SourceConfig, raw: dict[str, Column], parse
 
 
 def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencies: Sequence[str],
-                         limits: Mapping[str, float], default_currency: str | None = None) -> DataFrame:
+                         limits: Mapping[str, float], default_currency: str | None = None,
+                         headers: DataFrame | None = None) -> DataFrame:
     """Sale and return lines: typed, amounts completed, returns and exclusions classified.
 
     What the mapping does not provide stays NULL and is not an error: a basket-per-line file has
     no time or price, an invoice export no line id (its content hash is used), no currency column
-    (the mapping's fixed currency, else the reporting currency).
+    (the mapping's fixed currency, else the reporting currency). With ``source.header``, ``headers``
+    (the typed header table, one row per basket_id) gives the lines its columns before the rules
+    judge them; a line whose order has no header is quarantined as ``missing_header``.
     """
     from pyspark.sql import functions as F
 
@@ -219,6 +222,11 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     parsed["txn_type"] = return_flag(source, qty, txn_type, parsed)
     types = {"quantity": "number", "unit_price": "number", "amount": "number", "posted_ts": "timestamp"}
     df = _typed(df, parsed)
+    header_rules = []
+    if source.header is not None:
+        df, found = with_header(df, headers, source.header.columns)
+        header_rules.append(Rule("missing_header", ~found & F.col("basket_id").isNotNull(), F.concat(
+            F.lit(f"no order header in {source.header.table} for basket_id "), F.col("basket_id"))))
     # Exports give a line amount, a unit price, or both: complete the missing one. Returns are stored
     # with positive quantity and amount in silver (stg_returns); the sign is applied in gold.
     df = (df.withColumn("amount", F.coalesce(F.col("amount"),
@@ -233,7 +241,8 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     max_future = float(limits.get("max_future_days", 1))
     max_qty = float(limits.get("max_line_quantity", 10000))
     has_money = "amount" in raw or "unit_price" in raw
-    rules = _common_rules("transactions", source, raw, parsed_cols, types) + exclusion_rules(source, parsed_cols)
+    rules = (_common_rules("transactions", source, raw, parsed_cols, types) + exclusion_rules(source, parsed_cols)
+             + header_rules)
     if "posted_ts" in raw:
         rules.append(Rule("missing_key", F.col("posted_ts").isNull() & (
             raw["posted_ts"].isNull() | (F.trim(raw["posted_ts"]) == "")), F.lit("posted_ts is empty")))
@@ -253,6 +262,28 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
              F.concat(F.lit("txn_type is "), F.col("txn_type"))),
     ]
     return _classified(df, rules)
+
+
+def with_header(lines: DataFrame, headers: DataFrame | None, columns: Sequence[str]) -> tuple[DataFrame, Column]:
+    """Lines with ``columns`` taken from their order's header (``basket_id`` key), and "has a header".
+
+    A line's own value wins when it has one. ``headers`` None (the table does not exist yet) means no
+    line has a header. The header table has one row per basket_id (its key), so no line is repeated.
+
+    >>> lines, found = with_header(lines, headers, ["customer_id", "posted_ts"])   # doctest: +SKIP
+    """
+    from pyspark.sql import functions as F
+
+    if headers is None:
+        return lines, F.lit(False)
+    found = f"{PARSED_PREFIX}header_found"  # dropped with the other parsed copies once the rules ran
+    hdr = headers.select(F.col("basket_id").alias("_h_basket_id"), F.lit(True).alias(found),
+                         *[F.col(c).alias(f"_h_{c}") for c in columns])
+    joined = lines.join(hdr, lines["basket_id"] == hdr["_h_basket_id"], "left")
+    types = dict(lines.dtypes)
+    filled = {c: F.coalesce(F.col(c), F.col(f"_h_{c}").cast(types[c])) for c in columns}
+    out = joined.withColumns(filled).drop("_h_basket_id", *[f"_h_{c}" for c in columns])
+    return out, F.coalesce(F.col(found), F.lit(False))
 
 
 def prepare_returns(df: DataFrame, source: SourceConfig, *, known_currencies: Sequence[str]) -> DataFrame:

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 STAGE = "silver"
 # Dependencies first: currencies before transactions, sales before the returns that link to them.
-ORDER = ["exchange_rates", "stores", "products", "customers", "promotions", "transactions", "returns",
-         "promotion_exposures", "campaign_results", "table"]
+# Declared side tables ("table") come before the lines: order headers (sources.*.header) are one of them.
+ORDER = ["exchange_rates", "stores", "products", "customers", "promotions", "table", "transactions", "returns",
+         "promotion_exposures", "campaign_results"]
 CONTROL_ARMS = ("control", "holdout", "no_contact", "no-contact", "none")
 DIGITAL_CHANNELS = ("online", "web", "mobile", "app", "ecommerce", "e-commerce")
 OUTCOME = "_outcome"
@@ -307,8 +308,11 @@ def silver_promotions(ctx: RunContext, batch: SilverBatch, result: StageResult) 
 def silver_transactions(ctx: RunContext, batch: SilverBatch, result: StageResult) -> None:
     from pyspark.sql import functions as F
 
+    header = batch.source.header
+    headers = ctx.lake.read(header.table) if header is not None and ctx.lake.exists(header.table) else None
     typed = E.prepare_transactions(batch.rows, batch.source, known_currencies=_known_currencies(ctx),
-                                   limits=_limits(ctx), default_currency=ctx.config.project.reporting_currency)
+                                   limits=_limits(ctx), default_currency=ctx.config.project.reporting_currency,
+                                   headers=headers)
     existing = ctx.lake.read("stg_transactions") if ctx.lake.exists("stg_transactions") else None
     typed = _persisted(batch.slim(_outcome_by_key(typed, "txn_id", existing), "amount"))
     accepted = typed.filter(F.col(OUTCOME) == "accepted")
