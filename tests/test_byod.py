@@ -93,6 +93,17 @@ p3,esporte_lazer,154
 # order_item_id), o4 has none (missing_header). Sao Paulo was UTC-3 on 2017-10-02 and UTC-2 (summer
 # time from 2017-10-15) on 2017-11-05: 10:56:33 -> 13:56:33 UTC, 12:00 -> 14:00 UTC.
 
+TAFENG = """TRANSACTION_DT,CUSTOMER_ID,AGE_GROUP,PIN_CODE,PRODUCT_SUBCLASS,PRODUCT_ID,AMOUNT,ASSET,SALES_PRICE
+11/1/2000,01104905,45-49,115,110411,4710199010372,2,24,30
+11/1/2000,01104905,45-49,115,110507,4710857472535,1,48,46
+11/1/2000,00418683,45-49,115,120103,4710043654103,2,142,166
+11/2/2000,01104905,45-49,115,110411,4710199010372,1,12,15
+11/2/2000,,45-49,115,110411,4710199010372,1,12,15
+"""
+# by hand: 5 lines, no basket id. Baskets = customer and day: 01104905 on 1 Nov (2 lines), 00418683 on 1 Nov
+# (1), 01104905 on 2 Nov (1); the line without a customer has none. 1 Nov 2000 in Taipei (UTC+8) starts at
+# 2000-10-31 16:00 UTC. The first line: quantity 2, amount 30, so unit price 15.
+
 CAMPAIGN = """recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend
 10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0
 6,3) $200 - $350,329.08,1,1,Rural,1,Web,No E-Mail,0,0,0
@@ -255,6 +266,21 @@ def test_header_join_mistakes_are_reported_with_their_keys(tmp_path):
         ("sources.transactions.header.columns[3]", "'quantity' cannot come from an order header"),
     }, exc.value.problems
     assert all(p.file == str(mapping) for p in exc.value.problems)
+
+
+def test_lines_without_a_basket_id_make_one_basket_per_customer_and_time(spark, tmp_path):
+    ctx, _ = _run(spark, tmp_path, "customer_day_lines.yaml", {"D11": TAFENG})
+    lines = ctx.lake.read("stg_transactions")
+    assert lines.count() == 5 and _reasons(ctx) == {}
+    per_basket = {r["basket_id"]: r["count"] for r in lines.groupBy("basket_id").count().collect()}
+    assert per_basket == {"01104905@2000-10-31T16:00:00": 2, "00418683@2000-10-31T16:00:00": 1,
+                          "01104905@2000-11-01T16:00:00": 1, None: 1}
+    first = lines.filter((F.col("basket_id") == "01104905@2000-10-31T16:00:00")
+                         & (F.col("product_id") == "4710199010372")).first()
+    assert (first["quantity"], float(first["amount"]), float(first["unit_price"]), first["currency"]) == \
+        (2.0, 30.0, 15.0, "TWD")
+    assert ctx.lake.read("fact_basket_lines").count() == 4   # the line without a customer has no basket
+    assert [missing_for(ctx, a) for a in ("baskets", "cohorts", "clv")] == [None, None, None]
 
 
 def test_campaign_test_mapping(spark, tmp_path):

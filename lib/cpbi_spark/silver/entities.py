@@ -218,6 +218,11 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     parsed["currency"] = F.upper(clean_str(raw["currency"])) if "currency" in raw else F.lit(fallback)
     parsed["posted_ts"] = (parse_timestamp(raw["posted_ts"], source.timestamp_format, source.timezone)
                            if "posted_ts" in raw else F.lit(None).cast("timestamp"))
+    if "basket_id" not in raw and "customer_id" in raw and "posted_ts" in raw:
+        # Exports without a receipt or order id (e.g. Ta-Feng: customer, date, product): one customer's
+        # lines at one time are one basket; a line without a customer or a time has no basket.
+        parsed["basket_id"] = F.when(parsed["customer_id"].isNotNull() & parsed["posted_ts"].isNotNull(), F.concat_ws(
+            "@", parsed["customer_id"], F.date_format(parsed["posted_ts"], "yyyy-MM-dd'T'HH:mm:ss")))
     txn_type = F.upper(clean_str(raw["txn_type"])) if "txn_type" in raw else F.lit(None)
     parsed["txn_type"] = return_flag(source, qty, txn_type, parsed)
     types = {"quantity": "number", "unit_price": "number", "amount": "number", "posted_ts": "timestamp"}
