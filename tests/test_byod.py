@@ -15,7 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cpbi_spark.analytics.requirements import missing_for
-from cpbi_spark.errors import AnalysisError, ConfigError, IngestError
+from cpbi_spark.errors import AnalysisError, ConfigError, IngestError, PipelineError
 from cpbi_spark.pipeline import run_stages
 from cpbi_spark.runtime import RunContext
 
@@ -305,6 +305,14 @@ def test_missing_mapped_column_is_a_clear_error_and_loses_nothing(spark, tmp_pat
         _run(spark, tmp_path, "invoice_lines.yaml", {"bad.csv": broken}, stages=("bronze",))
     assert "missing mapped columns ['UnitPrice']" in str(exc.value)
     assert "bad.csv" in str(exc.value)
+
+
+def test_an_empty_landing_folder_is_named_when_gold_has_no_lines(spark, tmp_path):
+    with pytest.raises(PipelineError) as exc:
+        _run(spark, tmp_path, "invoice_lines.yaml", {"notes.txt": "not a csv"})
+    message = str(exc.value)
+    assert "no transaction lines have landed" in message
+    assert str(tmp_path / "landing") in message and "sources.transactions.path '*.csv'" in message
 
 
 def test_bad_mapping_reports_every_problem(tmp_path):

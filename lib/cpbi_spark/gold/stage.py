@@ -225,6 +225,13 @@ def run_gold(ctx: RunContext) -> StageResult:
         if "transactions" not in entities:  # e.g. a campaign test export: no lines to conform
             result.counters["skipped"] = "the sources hold no transaction lines"
             return result
+        lines = [(n, src) for n, src in ctx.config.sources.items() if src.entity_of(n) == "transactions"]
+        if not any(lake.exists(src.bronze_table) for _, src in lines):
+            # Nothing landed yet: the usual cause is a landing folder or a path glob that matches no file.
+            where = ", ".join(f"sources.{n}.path {src.path!r}" for n, src in lines)
+            raise PipelineError(f"no transaction lines have landed: no file under storage.landing "
+                                f"{ctx.config.storage.landing!r} matched {where}; check both, then run "
+                                f"`cpbi run bronze,silver,gold`")
         raise PipelineError("gold needs silver table stg_transactions; run the silver stage first")
     versions, last = input_versions(ctx), consumed_versions(ctx)
     if _unchanged_since_last_run(ctx, versions, last):
