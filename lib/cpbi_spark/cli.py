@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -239,6 +240,22 @@ def cmd_sql(args: argparse.Namespace) -> int:
                 print(f"error: {message.splitlines()[0] if message else type(exc).__name__}")
 
 
+def cmd_mapping(args: argparse.Namespace) -> int:
+    from cpbi_spark.ingest.suggest import suggest_mapping
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CpbiError(f"mapping suggest: {path} is not a file")
+    found = suggest_mapping(path, sample_rows=args.rows, encoding=args.encoding)
+    text = found.to_yaml(args.name or re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "my_export")
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"mapping written to {args.out}: review it, then `cpbi config validate --source {args.out}`")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from cpbi_spark.report import write_report
 
@@ -315,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="FILE.csv", help="write the whole result as CSV instead of showing it")
     _common(q)
     q.set_defaults(func=cmd_sql)
+
+    mp = sub.add_parser("mapping", help="suggest a source mapping for your own CSV export (review it before use)")
+    mp_sub = mp.add_subparsers(dest="mapping_command", required=True)
+    ms = mp_sub.add_parser("suggest", help="guess canonical columns, timestamp pattern and returns from a CSV file")
+    ms.add_argument("file", help="one CSV file of the export (its header and first rows are read)")
+    ms.add_argument("--out", help="write the mapping here (default: print it)")
+    ms.add_argument("--name", help="mapping name (default: from the file name)")
+    ms.add_argument("--rows", type=int, default=2000, help="rows sampled for the guesses (default 2000)")
+    ms.add_argument("--encoding", default="utf-8", help="file encoding (default utf-8)")
+    ms.set_defaults(func=cmd_mapping)
 
     rp = sub.add_parser("report", help="write the insight report (one self-contained HTML file) and print its path")
     rp.add_argument("--out", help="output folder (default <storage.outputs>/report)")
