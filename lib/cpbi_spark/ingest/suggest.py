@@ -105,6 +105,9 @@ class SuggestedMapping:
                  "# - run it: cpbi run all --source THIS_FILE --set storage.landing=FOLDER_OF_THE_FILES"]
         if self.unmatched:
             notes.append(f"# Columns not placed (kept in _extra_columns): {', '.join(self.unmatched)}")
+        if "basket_id" not in self.columns:
+            notes.append("# No basket id found: map one if the export has it; else one customer's lines at one time "
+                         "are one basket.")
         if "posted_ts" in self.columns and not self.timestamp_format:
             notes.append(f"# No known pattern fits every sampled {self.columns['posted_ts']!r}: set timestamp_format.")
         return "\n".join(notes) + "\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
