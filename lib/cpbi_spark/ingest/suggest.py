@@ -3,9 +3,9 @@
 ``cpbi mapping suggest FILE`` reads the header and a sample of lines on the driver (nothing else is
 read), matches column names to canonical ones (``InvoiceNo`` -> ``basket_id``, ``household_id`` ->
 ``customer_id``, ...), guesses the timestamp pattern from the sampled values and whether negative
-quantities (and invoice prefixes) mark returns, and writes a mapping to review: every guess is a
-comment-free YAML value, every column it could not place is listed, and ``cpbi config validate
---source FILE`` checks the result.
+quantities (and invoice prefixes) mark returns, and writes a mapping to review: the notes at its top
+say what to check (time zone, currency) and list every column it could not place, and ``cpbi config
+validate --source FILE`` checks the result.
 
 Example:
     >>> m = suggest_mapping(Path("online_retail.csv"))        # doctest: +SKIP
@@ -155,6 +155,12 @@ def guess_timestamp_format(values: list[str]) -> str | None:
     return None
 
 
+def _letter_prefix(basket_id: str) -> str:
+    """The letters before the number of an invoice id ("C536379" -> "C"; "536379" -> "")."""
+    m = re.match(r"^([A-Za-z]+)\d", basket_id)
+    return m.group(1) if m else ""
+
+
 def _number(text: str) -> float | None:
     try:
         return float(text.replace(",", "."))
@@ -181,7 +187,7 @@ def suggest_mapping(path: Path, *, sample_rows: int = 2000, encoding: str = "utf
 
     def values(canonical: str) -> list[str]:
         i = index[columns[canonical]]
-        return [r[i] for r in rows if i < len(r)]
+        return [r[i] if i < len(r) else "" for r in rows]   # one value per sampled row: lists stay aligned
 
     if "posted_ts" in columns:
         out.timestamp_format = guess_timestamp_format(values("posted_ts"))
@@ -196,9 +202,8 @@ def suggest_mapping(path: Path, *, sample_rows: int = 2000, encoding: str = "utf
         if negative and "basket_id" in columns:
             # Invoice-style exports mark cancellations with a letter before the number (Online Retail: "C").
             ids = values("basket_id")
-            prefixes = {re.match(r"^([A-Za-z]+)\d", ids[i]).group(1) if re.match(r"^([A-Za-z]+)\d", ids[i]) else ""
-                        for i in negative if i < len(ids)}
-            sales = {ids[i][:1] for i, q in enumerate(quantities) if q is not None and q >= 0 and i < len(ids)}
+            prefixes = {_letter_prefix(ids[i]) for i in negative}
+            sales = {ids[i][:1] for i, q in enumerate(quantities) if q is not None and q >= 0}
             if len(prefixes) == 1 and (p := prefixes.pop()) and not any(s.isalpha() for s in sales):
                 out.return_prefix = p
     return out
