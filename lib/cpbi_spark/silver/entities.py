@@ -269,18 +269,16 @@ def prepare_transactions(df: DataFrame, source: SourceConfig, *, known_currencie
     return _classified(df, rules)
 
 
-def with_header(lines: DataFrame, headers: DataFrame | None, columns: Sequence[str]) -> tuple[DataFrame, Column]:
+def with_header(lines: DataFrame, headers: DataFrame, columns: Sequence[str]) -> tuple[DataFrame, Column]:
     """Lines with ``columns`` taken from their order's header (``basket_id`` key), and "has a header".
 
-    A line's own value wins when it has one. ``headers`` None (the table does not exist yet) means no
-    line has a header. The header table has one row per basket_id (its key), so no line is repeated.
+    A line's own value wins when it has one. The header table has one row per basket_id (its key), so
+    no line is repeated; before any header landed it is empty and no line has one.
 
     >>> lines, found = with_header(lines, headers, ["customer_id", "posted_ts"])   # doctest: +SKIP
     """
     from pyspark.sql import functions as F
 
-    if headers is None:
-        return lines, F.lit(False)
     found = f"{PARSED_PREFIX}header_found"  # dropped with the other parsed copies once the rules ran
     hdr = headers.select(F.col("basket_id").alias("_h_basket_id"), F.lit(True).alias(found),
                          *[F.col(c).alias(f"_h_{c}") for c in columns])

@@ -309,7 +309,7 @@ def silver_transactions(ctx: RunContext, batch: SilverBatch, result: StageResult
     from pyspark.sql import functions as F
 
     header = batch.source.header
-    headers = ctx.lake.read(header.table) if header is not None and ctx.lake.exists(header.table) else None
+    headers = ctx.lake.read_or_empty(header.table) if header is not None else None
     typed = E.prepare_transactions(batch.rows, batch.source, known_currencies=_known_currencies(ctx),
                                    limits=_limits(ctx), default_currency=ctx.config.project.reporting_currency,
                                    headers=headers)
