@@ -130,6 +130,14 @@ def _run(spark, tmp_path: Path, mapping: str, files: dict[str, str], stages=("br
     return ctx, results
 
 
+def _again(spark, ctx: RunContext, mapping: str, overrides: dict | None = None, **kwargs) -> RunContext:
+    """A new run context on ``ctx``'s storage with ``mapping`` and more ``overrides`` (platform recorder off)."""
+    storage = ctx.config.storage
+    return RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / mapping], overrides={
+        "storage.root": storage.root, "storage.landing": storage.landing, "storage.outputs": storage.outputs,
+        "platform.enabled": "false", **(overrides or {})}, **kwargs)
+
+
 def _reasons(ctx: RunContext) -> dict[str, int]:
     rows = ctx.lake.read("stage_quarantine").groupBy("reason").count().collect()
     return {r["reason"]: r["count"] for r in rows}
@@ -181,11 +189,8 @@ def test_order_products_mapping_mines_baskets_without_times(spark, tmp_path):
     assert ctx.lake.read("fact_basket_lines").count() == 13
     assert _reasons(ctx) == {"missing_key": 1}
     assert missing_for(ctx, "cohorts") == "no transaction line has a customer id"
-    actx = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_products.yaml"], overrides={
-        **{k: str(v) for k, v in (("storage.root", ctx.config.storage.root),
-                                  ("storage.landing", ctx.config.storage.landing),
-                                  ("storage.outputs", ctx.config.storage.outputs))},
-        "platform.enabled": "false", "analyses.baskets.min_count": "2", "analyses.baskets.min_support": "0.01",
+    actx = _again(spark, ctx, "order_products.yaml", {
+        "analyses.baskets.min_count": "2", "analyses.baskets.min_support": "0.01",
         "analyses.baskets.segments": [], "analyses.baskets.levels": ["product", "department"]})
     (result,) = run_stages(actx, ["baskets"])
     assert "skipped" not in result.counters, result.counters
@@ -206,10 +211,7 @@ def test_order_products_mapping_mines_baskets_without_times(spark, tmp_path):
     # no customer on the lines: nobody to recommend to, and nothing fails for it
     assert actx.lake.read("basket_recommendations").count() == 0
     # a time window cannot select baskets that have no time: a clear error, not an empty analysis
-    windowed = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_products.yaml"],
-                                 overrides={"storage.root": str(ctx.config.storage.root), "platform.enabled": "false",
-                                            "storage.outputs": str(tmp_path / "out2"),
-                                            "analyses.baskets.window.last_days": "30"})
+    windowed = _again(spark, ctx, "order_products.yaml", {"analyses.baskets.window.last_days": "30"})
     with pytest.raises(AnalysisError, match="window selects baskets by time, but no basket line has a time"):
         run_stages(windowed, ["baskets"])
 
@@ -236,11 +238,7 @@ def test_order_items_take_customer_and_time_from_their_order_header(spark, tmp_p
     (tmp_path / "landing" / "olist_orders_late.csv").write_text(
         "order_id,customer_id,order_status,order_purchase_timestamp\no4,c3,delivered,2017-11-06 08:00:00\n")
     run_stages(ctx, ["bronze"])
-    refresh = RunContext.create(env="ci", spark=spark, extra_files=[SOURCES / "order_items.yaml"],
-                                overrides={"storage.root": ctx.config.storage.root,
-                                           "storage.landing": ctx.config.storage.landing,
-                                           "storage.outputs": ctx.config.storage.outputs, "platform.enabled": "false"},
-                                full_refresh=True)
+    refresh = _again(spark, ctx, "order_items.yaml", full_refresh=True)
     run_stages(refresh, ["silver"])
     late = {(r["basket_id"], r["customer_id"], r["posted_ts"].isoformat())
             for r in ctx.lake.read("stg_transactions").collect()}
